@@ -1,0 +1,25 @@
+"""Package definition for vaeclust: unsupervised image clustering in TensorFlow/Keras."""
+import setuptools
+
+setuptools.setup(
+    name="vaeclust",
+    version="0.1.0",
+    description="Unsupervised image clustering: Variational Clustering and C3-GAN in TensorFlow/Keras.",
+    packages=setuptools.find_packages(include=["vaeclust", "vaeclust.*", "c3gan", "c3gan.*", "export", "export.*"]),
+    python_requires=">=3.10",
+    install_requires=[
+        "tensorflow>=2.21,<2.22",
+        "tensorflow-probability>=0.25,<0.26",
+        "tf-keras>=2.21,<2.22",
+        "tensorflow-datasets==4.9.10",
+        "tensorboard",
+        "matplotlib",
+        "absl-py",
+        "numpy",
+        "scipy",
+        "scikit-learn",
+        "mlxtend",
+        "pillow",
+    ],
+    extras_require={"test": ["pytest"]},
+)

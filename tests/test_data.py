@@ -1,0 +1,95 @@
+"""Every data source: bundled sets, tfds names (mocked, offline), image folders; the pipelines."""
+import os
+
+import numpy as np
+from PIL import Image
+import pytest
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from vaeclust.lib import data
+
+
+def test_bundled_sets_are_real_labelled_digits():
+  ds, info = data.load("mnist5k", split="all", image_size=28)
+  assert info.num_examples == 5000 and info.channels == 1 and info.has_labels
+  labels = np.array([int(e["label"]) for e in ds])
+  assert np.bincount(labels).tolist() == [500] * 10
+  ds, info = data.load("digits", split="all", image_size=16)
+  example = next(iter(ds))
+  assert example["image"].shape == (16, 16, 1) and example["image"].dtype == tf.uint8
+  assert int(tf.reduce_max(example["image"])) > 200  # rescaled from 0..16
+  assert info.num_examples == 1797
+
+
+@pytest.mark.parametrize("name", sorted(data.TFDS_SOURCES))
+def test_tfds_sources_read_through_tfds(name, tmp_path):
+  with tfds.testing.mock_data(num_examples=6):
+    ds, info = data.load(name, split=data.default_split(name, True), image_size=32,
+                         data_dir=str(tmp_path), crop_to_bbox=True)
+    examples = list(ds)
+  assert len(examples) == 6 and info.has_labels
+  assert examples[0]["image"].shape == (32, 32, data.natural_channels(name))
+  assert examples[0]["id"].numpy().decode().startswith(name + "/")
+
+
+def test_stl10_can_train_on_the_unlabelled_split(tmp_path):
+  with tfds.testing.mock_data(num_examples=4):
+    ds, _ = data.load("stl10", split="train+unlabelled", image_size=24, data_dir=str(tmp_path))
+    assert len(list(ds)) == 4
+
+
+def test_missing_tfds_data_says_where_and_how(tmp_path):
+  with pytest.raises(data.DataError, match=r"not prepared under .*tfds build cifar10"):
+    data.load("cifar10", split="train", image_size=32, data_dir=str(tmp_path))
+
+
+def _save(path, size=(10, 12), mode="RGB", value=200):
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  Image.new(mode, size, value if mode == "L" else (value, 0, 0)).save(path)
+
+
+def test_labelled_folder_skips_unreadable_files(tmp_path, caplog):
+  _save(str(tmp_path / "cats" / "a.png"))
+  _save(str(tmp_path / "cats" / "b.jpg"), mode="L")
+  _save(str(tmp_path / "dogs" / "c.bmp"))
+  _save(str(tmp_path / "dogs" / "d.gif"), mode="L")
+  (tmp_path / "dogs" / "broken.png").write_bytes(b"not an image")
+  (tmp_path / "dogs" / "notes.txt").write_text("ignored")
+  ds, info = data.load("folder", split="all", image_size=8, data_dir=str(tmp_path), channels=3)
+  examples = {e["id"].numpy().decode(): e for e in ds}
+  assert sorted(examples) == ["cats/a.png", "cats/b.jpg", "dogs/c.bmp", "dogs/d.gif"]
+  assert [int(examples[k]["label"]) for k in sorted(examples)] == [0, 0, 1, 1]
+  assert examples["cats/a.png"]["image"].shape == (8, 8, 3) and info.has_labels
+  assert "broken.png" in caplog.text
+
+
+def test_flat_folder_has_no_labels(tmp_path):
+  for i in range(3):
+    _save(str(tmp_path / f"{i}.png"))
+  ds, info = data.load("folder", split="all", image_size=8, data_dir=str(tmp_path), channels=1)
+  labels = [int(e["label"]) for e in ds]
+  assert labels == [-1, -1, -1] and not info.has_labels
+
+
+def test_folder_errors_are_clear(tmp_path):
+  with pytest.raises(data.DataError, match="not a directory"):
+    data.load("folder", split="all", image_size=8, data_dir=str(tmp_path / "missing"))
+  with pytest.raises(data.DataError, match="No image files"):
+    data.load("folder", split="all", image_size=8, data_dir=str(tmp_path))
+
+
+def test_training_batches_are_deterministic_with_a_seed():
+  ds, _ = data.load("digits", split="all", image_size=8)
+  first = [b["id"].numpy().tolist() for b in data.training_batches(ds, 32, seed=3).take(3)]
+  again = [b["id"].numpy().tolist() for b in data.training_batches(ds, 32, seed=3).take(3)]
+  other = [b["id"].numpy().tolist() for b in data.training_batches(ds, 32, seed=4).take(3)]
+  assert first == again and first != other
+  batch = next(iter(data.training_batches(ds, 32, seed=3)))
+  assert batch["image"].dtype == tf.float32 and float(tf.reduce_max(batch["image"])) <= 1.0
+
+
+def test_evaluation_batches_cover_every_example_once():
+  ds, _ = data.load("digits", split="all", image_size=8)
+  ids = np.concatenate([b["id"].numpy() for b in data.evaluation_batches(ds, 100)])
+  assert len(ids) == 1797 and len(set(ids.tolist())) == 1797

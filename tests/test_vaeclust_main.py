@@ -1,0 +1,118 @@
+"""End to end through `python -m vaeclust.main`: train → eval outputs, resume after a kill, errors."""
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+TINY = ["--dataset=digits", "--image_size=8", "--conv_filters=16", "--hidden_units=64",
+        "--latent_dim=8", "--num_clusters=10", "--batch_size=64", "--eval_batch_size=512",
+        "--log_every=10", "--seed=1"]
+
+
+def run_main(*args, timeout=300, check=True):
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
+  result = subprocess.run([sys.executable, "-m", "vaeclust.main", *args], capture_output=True,
+                          text=True, timeout=timeout, env=env)
+  if check and result.returncode != 0:
+    raise AssertionError(f"exit {result.returncode}\n{result.stderr[-4000:]}")
+  return result
+
+
+def test_train_and_eval_writes_the_evaluation_contract(tmp_path):
+  model_dir = str(tmp_path / "run")
+  run_main(*TINY, f"--model_dir={model_dir}", "--pretrain_steps=500", "--train_steps=800",
+           "--checkpoint_every=400", "--balance_weight=1", "--consistency_weight=0.5",
+           "--eval_every=100", "--log_every=100")
+  with open(os.path.join(model_dir, "eval", "metrics.json")) as f:
+    metrics = json.load(f)
+  assert set(metrics) >= {"acc", "nmi", "ari", "num_examples", "num_clusters", "step"}
+  assert metrics["num_examples"] == 1797 and metrics["num_clusters"] == 10
+  assert metrics["step"] == 800
+  assert metrics["nmi"] > 0.5 and metrics["acc"] > 0.5  # chance is ~0.1
+  with open(os.path.join(model_dir, "eval", "assignments.csv")) as f:
+    rows = list(csv.DictReader(f))
+  assert len(rows) == 1797 and set(rows[0]) == {"id", "cluster", "confidence"}
+  assert all(0 <= int(r["cluster"]) < 10 and 0 < float(r["confidence"]) <= 1 for r in rows)
+  for picture in ("clusters.png", "confusion.png"):
+    with open(os.path.join(model_dir, "eval", picture), "rb") as f:
+      assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+  assert not [n for n in os.listdir(os.path.join(model_dir, "eval")) if ".tmp-" in n]
+  assert any(n.startswith("events") for n in os.listdir(os.path.join(model_dir, "train")))
+
+  again = run_main(f"--model_dir={model_dir}", "--mode=eval", "--dataset=digits",
+                   "--image_size=8")
+  with open(os.path.join(model_dir, "eval", "metrics.json")) as f:
+    assert json.load(f)["acc"] == pytest.approx(metrics["acc"])
+  assert "Resumed from" in again.stderr
+
+
+def test_a_killed_run_resumes_from_its_last_checkpoint(tmp_path):
+  model_dir = str(tmp_path / "run")
+  args = [*TINY, f"--model_dir={model_dir}", "--pretrain_steps=20", "--train_steps=100000",
+          "--checkpoint_every=20", "--mode=train"]
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
+  process = subprocess.Popen([sys.executable, "-m", "vaeclust.main", *args], env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  deadline = time.time() + 240
+  try:
+    while time.time() < deadline:
+      if os.path.isdir(model_dir) and _latest_step(model_dir) >= 40:
+        break
+      time.sleep(0.5)
+    else:
+      pytest.fail("no checkpoint after 40 steps")
+  finally:
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+  killed_at = _latest_step(model_dir)
+  target = killed_at + 40
+  args[args.index("--train_steps=100000")] = f"--train_steps={target}"
+  resumed = run_main(*args)
+  log = resumed.stderr
+  assert f"Resumed from {os.path.join(model_dir, f'ckpt-{killed_at}')}" in log
+  assert "warmup: steps" not in log  # the warm-up and the GMM initialisation are not redone
+  assert "Initialising the mixture prior" not in log
+  assert f"train: steps {killed_at} → {target}" in log
+  assert f"train finished at step {target}" in log and _latest_step(model_dir) == target
+
+
+def _latest_step(model_dir):
+  steps = [int(n.split("-")[1].split(".")[0]) for n in os.listdir(model_dir) if n.startswith("ckpt-")]
+  return max(steps, default=-1)
+
+
+@pytest.mark.parametrize("flag, message", [
+    ("--num_clusters=1", "--num_clusters must be at least 2"),
+    ("--pretrain_steps=50", "--pretrain_steps must be between 0 and --train_steps"),
+    ("--conv_filters=a,b", "--conv_filters must be a comma-separated list"),
+])
+def test_bad_flags_fail_before_any_work(tmp_path, flag, message):
+  result = run_main(*TINY, f"--model_dir={tmp_path}", "--train_steps=10", flag, check=False,
+                    timeout=120)
+  assert result.returncode != 0 and message in result.stderr
+  assert not os.listdir(tmp_path)
+
+
+def test_missing_dataset_stops_with_one_clear_message(tmp_path):
+  result = run_main("--dataset=stl10", f"--data_dir={tmp_path / 'tfds'}",
+                    f"--model_dir={tmp_path / 'run'}", "--image_size=32", check=False, timeout=120)
+  assert result.returncode == 2
+  assert "error: Dataset 'stl10' is not prepared under" in result.stderr
+  assert "Traceback" not in result.stderr
+
+
+def test_eval_of_an_empty_model_dir_says_train_first(tmp_path):
+  result = run_main("--mode=eval", f"--model_dir={tmp_path}", check=False, timeout=120)
+  assert result.returncode == 2 and "train first" in result.stderr
+
+
+@pytest.mark.parametrize("config", ["mnist", "fashion_mnist", "cifar10", "stl10"])
+def test_full_reproduction_configs_parse_and_look_for_their_data(tmp_path, config):
+  result = run_main(f"--flagfile=configs/{config}.flags", f"--data_dir={tmp_path / 'tfds'}",
+                    f"--model_dir={tmp_path / 'run'}", check=False, timeout=120)
+  assert result.returncode == 2 and "is not prepared under" in result.stderr

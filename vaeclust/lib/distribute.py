@@ -1,0 +1,63 @@
+"""tf.distribute set-up shared by both methods: devices, the strategy, and who may write files."""
+import os
+import tempfile
+
+from absl import logging
+import tensorflow as tf
+
+STRATEGIES = ("mirrored", "multi_worker", "one_device", "tpu")
+
+
+def split_cpu(num_devices: int):
+  """Splits the CPU into `num_devices` logical devices so MirroredStrategy runs that many replicas.
+
+  Must run before TensorFlow initialises its devices (i.e. first thing in main).
+  """
+  if num_devices <= 1:
+    return
+  cpu = tf.config.list_physical_devices("CPU")[0]
+  tf.config.set_logical_device_configuration(
+      cpu, [tf.config.LogicalDeviceConfiguration()] * num_devices)
+
+
+def make_strategy(name: str) -> tf.distribute.Strategy:
+  """The tf.distribute strategy for `--strategy`; `mirrored` uses every GPU, else the CPU(s)."""
+  if name == "mirrored":
+    gpus = tf.config.list_logical_devices("GPU")
+    devices = [d.name for d in gpus] or [d.name for d in tf.config.list_logical_devices("CPU")]
+    strategy = tf.distribute.MirroredStrategy(devices)
+  elif name == "multi_worker":
+    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+  elif name == "one_device":
+    gpus = tf.config.list_logical_devices("GPU")
+    strategy = tf.distribute.OneDeviceStrategy(gpus[0].name if gpus else "/cpu:0")
+  elif name == "tpu":
+    resolver = tf.distribute.cluster_resolver.TPUClusterResolver()
+    tf.config.experimental_connect_to_cluster(resolver)
+    tf.tpu.experimental.initialize_tpu_system(resolver)
+    strategy = tf.distribute.TPUStrategy(resolver)
+  else:
+    raise ValueError(f"Unknown strategy {name!r}; choose one of {', '.join(STRATEGIES)}.")
+  logging.info("Strategy %s with %d replica(s).", name, strategy.num_replicas_in_sync)
+  return strategy
+
+
+def is_chief(strategy: tf.distribute.Strategy) -> bool:
+  """True for the one process that writes checkpoints, summaries, evaluation and exports."""
+  resolver = getattr(strategy, "cluster_resolver", None)
+  if resolver is None or not resolver.cluster_spec().as_dict():
+    return True
+  task_type, task_id = resolver.task_type, resolver.task_id
+  if task_type == "chief":
+    return True
+  has_chief = "chief" in resolver.cluster_spec().as_dict()
+  return task_type == "worker" and task_id == 0 and not has_chief
+
+
+def writable_dir(model_dir: str, strategy: tf.distribute.Strategy) -> str:
+  """model_dir for the chief; a private temporary directory for every other worker."""
+  if is_chief(strategy):
+    return model_dir
+  resolver = strategy.cluster_resolver
+  return os.path.join(tempfile.gettempdir(), f"worker_{resolver.task_type}_{resolver.task_id}",
+                      os.path.basename(os.path.normpath(model_dir)))

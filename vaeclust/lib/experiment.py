@@ -1,0 +1,114 @@
+"""What a clustering run does around its model, shared by both methods' mains: data from flags,
+the strategy, the checkpoint manager, the saved run description, and the evaluation step."""
+import dataclasses
+import json
+import os
+import sys
+
+from absl import flags
+from absl import logging
+import tensorflow as tf
+
+from vaeclust.lib import data
+from vaeclust.lib import distribute
+from vaeclust.lib import evaluation
+from vaeclust.lib import files
+from vaeclust.lib import images as images_lib
+
+FLAGS = flags.FLAGS
+RUN_FILE = "run.json"
+
+
+def fail(message: str):
+  """Stops the program with a one-paragraph explanation instead of a traceback."""
+  logging.error(message)
+  print(f"error: {message}", file=sys.stderr)
+  sys.exit(2)
+
+
+def start() -> tf.distribute.Strategy:
+  """Devices and strategy from --cpu_devices/--strategy (first thing a main does)."""
+  distribute.split_cpu(FLAGS.cpu_devices)
+  return distribute.make_strategy(FLAGS.strategy)
+
+
+def load_split(train: bool, channels: int = 0):
+  """The uint8 dataset and its info for --train_split (train=True) or --eval_split."""
+  split = (FLAGS.train_split if train else FLAGS.eval_split or FLAGS.train_split) \
+      or data.default_split(FLAGS.dataset, train)
+  try:
+    return data.load(FLAGS.dataset, split=split, image_size=FLAGS.image_size,
+                     data_dir=FLAGS.data_dir, channels=channels or FLAGS.channels or None,
+                     crop_to_bbox=FLAGS.crop_to_bbox)
+  except data.DataError as e:
+    fail(str(e))
+
+
+def training_input(ds: tf.data.Dataset, global_batch_size: int, seed: int):
+  """A dataset_fn for Trainer.run: one sharded pipeline per worker with the per-replica batch."""
+  def dataset_fn(ctx: tf.distribute.InputContext):
+    return data.training_batches(ds, ctx.get_per_replica_batch_size(global_batch_size), seed, ctx)
+  return dataset_fn
+
+
+def checkpoint_manager(checkpoint: tf.train.Checkpoint, strategy) -> tf.train.CheckpointManager:
+  directory = distribute.writable_dir(FLAGS.model_dir, strategy)
+  return tf.train.CheckpointManager(checkpoint, directory, max_to_keep=FLAGS.keep_checkpoints)
+
+
+def summary_writer(strategy, name: str):
+  if not distribute.is_chief(strategy):
+    return tf.summary.create_noop_writer()
+  return tf.summary.create_file_writer(os.path.join(FLAGS.model_dir, name))
+
+
+def save_or_check_run(method: str, model_config, strategy):
+  """Saves what the model is (method, config) in model_dir/run.json, or checks a resumed run
+  asks for the same model; returns the config stored there."""
+  path = os.path.join(FLAGS.model_dir, RUN_FILE)
+  wanted = {"method": method, "dataset": FLAGS.dataset, "model": dataclasses.asdict(model_config)}
+  if tf.io.gfile.exists(path):
+    stored = files.read_json(path)
+    normalised = json.loads(json.dumps(wanted))  # tuples → lists, as stored
+    if stored["method"] != method or stored["model"] != normalised["model"]:
+      differences = sorted(k for k in normalised["model"]
+                           if stored["model"].get(k) != normalised["model"][k])
+      fail(f"{FLAGS.model_dir} holds a {stored['method']} model with other settings "
+           f"({', '.join(differences) or 'method'}); use a new --model_dir or the same flags.")
+    return stored
+  if distribute.is_chief(strategy):
+    files.write_json(path, wanted)
+  return wanted
+
+
+def load_run(method: str) -> dict:
+  """run.json of an existing model_dir (for --mode=eval and exports)."""
+  path = os.path.join(FLAGS.model_dir, RUN_FILE)
+  if not tf.io.gfile.exists(path):
+    fail(f"{FLAGS.model_dir} holds no trained model ({RUN_FILE} is missing); train first.")
+  stored = files.read_json(path)
+  if stored["method"] != method:
+    fail(f"{FLAGS.model_dir} holds a {stored['method']} model, not {method}.")
+  return stored
+
+
+def evaluate(probabilities_fn, num_clusters: int, step: int, strategy, writer,
+             channels: int, over_clustering: int = 1, write_files: bool = True):
+  """Clusters --eval_split, logs scores to TensorBoard and (with write_files) writes
+  MODEL_DIR/eval/*; only the chief writes anything."""
+  ds, _ = load_split(train=False, channels=channels)
+  predictions = evaluation.predict(tf.function(probabilities_fn),
+                                   data.evaluation_batches(ds, FLAGS.eval_batch_size), num_clusters)
+  if not distribute.is_chief(strategy):
+    return None
+  eval_dir = os.path.join(FLAGS.model_dir, "eval")
+  result = evaluation.summarize(predictions, num_clusters, step, over_clustering)
+  if write_files:
+    evaluation.write_outputs(eval_dir, predictions, result)
+  with writer.as_default(step=step):
+    for name in ("acc", "nmi", "ari", "many_to_one_acc", "clusters_used"):
+      if result.get(name) is not None:
+        tf.summary.scalar(f"eval/{name}", result[name])
+    images_lib.summary_image("eval/images_per_cluster", evaluation.cluster_picture(predictions), step)
+  writer.flush()
+  return result

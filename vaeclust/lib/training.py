@@ -1,0 +1,103 @@
+"""One training loop for every tf.distribute strategy: `strategy.run` of a model's step inside a
+tf.function, checkpoints through tf.train.CheckpointManager, scalars to TensorBoard, progress logs.
+
+Keras' `fit` is not used: it fails under MultiWorkerMirroredStrategy and its callbacks are not
+chief-aware. Step functions compute losses averaged over the *global* batch.
+"""
+import time
+from typing import Callable, Dict, Optional
+
+from absl import logging
+import tensorflow as tf
+
+
+class Trainer:
+  """Runs step functions on a distributed dataset until a target step, saving as it goes."""
+
+  def __init__(self, strategy: tf.distribute.Strategy, step_counter: tf.Variable,
+               checkpoint_manager: tf.train.CheckpointManager,
+               summary_writer: tf.summary.SummaryWriter, global_batch_size: int,
+               log_every: int = 100, checkpoint_every: int = 1000):
+    self.strategy = strategy
+    self.step_counter = step_counter
+    self.manager = checkpoint_manager
+    self.writer = summary_writer
+    self.global_batch_size = global_batch_size
+    self.log_every = max(1, log_every)
+    self.checkpoint_every = max(1, checkpoint_every)
+
+  @property
+  def step(self) -> int:
+    return int(self.step_counter.numpy())
+
+  def run(self, step_fn: Callable[[Dict[str, tf.Tensor]], Dict[str, tf.Tensor]],
+          dataset_fn: Callable[[tf.distribute.InputContext], tf.data.Dataset], until_step: int,
+          phase: str = "train", on_log: Optional[Callable[[int, dict], None]] = None):
+    """Calls `step_fn(per-replica batch)` until the step counter reaches `until_step`.
+
+    `dataset_fn(input_context)` builds one input pipeline with the per-replica batch size.
+    """
+    start = self.step
+    if start >= until_step:
+      return
+    dataset = self.strategy.distribute_datasets_from_function(dataset_fn)
+    iterator = iter(dataset)
+
+    @tf.function
+    def run_steps(iterator, num_steps):
+      logs = self.strategy.run(step_fn, args=(next(iterator),))
+      for _ in tf.range(num_steps - 1):
+        logs = self.strategy.run(step_fn, args=(next(iterator),))
+      return {name: self.strategy.reduce(tf.distribute.ReduceOp.MEAN, value, axis=None)
+              for name, value in logs.items()}
+
+    logging.info("%s: steps %d → %d (global batch %d).", phase, start, until_step,
+                 self.global_batch_size)
+    started, last_time, last_step = time.time(), time.time(), start
+    while self.step < until_step:
+      step = self.step
+      num_steps = min(until_step, _next_multiple(step, self.log_every),
+                      _next_multiple(step, self.checkpoint_every)) - step
+      logs = {k: float(v) for k, v in run_steps(iterator, tf.constant(num_steps)).items()}
+      step = self.step
+      if not all(map(_finite, logs.values())):
+        raise FloatingPointError(f"Non-finite loss at step {step}: {logs}")
+      if step % self.log_every == 0 or step == until_step:
+        now = time.time()
+        rate = (step - last_step) / max(now - last_time, 1e-9)
+        eta = (until_step - step) / max(rate, 1e-9)
+        logging.info("%s step %d/%d  %.1f steps/s  %.0f images/s  ETA %s  %s", phase, step,
+                     until_step, rate, rate * self.global_batch_size, _duration(eta),
+                     "  ".join(f"{k}={v:.4g}" for k, v in sorted(logs.items())))
+        with self.writer.as_default(step=step):
+          for name, value in logs.items():
+            tf.summary.scalar(f"{phase}/{name}", value)
+          tf.summary.scalar(f"{phase}/steps_per_second", rate)
+        if on_log:
+          on_log(step, logs)
+        last_time, last_step = now, step
+      if step % self.checkpoint_every == 0 or step == until_step:
+        self.manager.save(checkpoint_number=step)
+    self.writer.flush()
+    logging.info("%s finished at step %d in %s.", phase, self.step, _duration(time.time() - started))
+
+
+def restore_or_initialize(manager: tf.train.CheckpointManager) -> Optional[str]:
+  """Restores the newest checkpoint in the manager's directory, if any; returns its path."""
+  path = manager.restore_or_initialize()
+  if path:
+    logging.info("Resumed from %s.", path)
+  return path
+
+
+def _next_multiple(step: int, every: int) -> int:
+  return (step // every + 1) * every
+
+
+def _finite(value: float) -> bool:
+  return value == value and abs(value) != float("inf")
+
+
+def _duration(seconds: float) -> str:
+  seconds = int(round(seconds))
+  return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"

@@ -1,0 +1,171 @@
+"""Train and evaluate Variational Clustering.
+
+  python -m vaeclust.main --flagfile=configs/mnist5k.flags --model_dir=/tmp/run1
+  tensorboard --logdir=/tmp/run1
+"""
+from absl import app
+from absl import flags
+from absl import logging
+import keras
+import numpy as np
+import tensorflow as tf
+
+from vaeclust import model as vc_model
+from vaeclust.lib import common_flags
+from vaeclust.lib import data
+from vaeclust.lib import distribute
+from vaeclust.lib import experiment
+from vaeclust.lib import images as images_lib
+from vaeclust.lib import training
+
+METHOD = "variational_clustering"
+FLAGS = flags.FLAGS
+common_flags.define()
+flags.DEFINE_integer("latent_dim", 10, "Dimension of the continuous code z.")
+flags.DEFINE_list("conv_filters", ["32", "64", "128"], "Filters of the strided encoder convolutions "
+                  "(each halves the image; the decoder mirrors them).")
+flags.DEFINE_integer("hidden_units", 256, "Width of the dense layer of encoder and decoder.")
+flags.DEFINE_enum("likelihood", "auto", ["auto", "bernoulli", "gaussian"],
+                  "p(x|z): bernoulli for grey images in [0, 1], gaussian (learned scale) for colour; "
+                  "auto picks by channels.")
+flags.DEFINE_enum("cluster_posterior", "prior+head", ["prior+head", "head"],
+                  "q(c|x) logits: log p(c | z=m(x)) under the mixture prior plus a learned head "
+                  "(starts at zero), or the head alone.")
+flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate (encoder, decoder and prior).")
+flags.DEFINE_float("temperature_start", 1.0, "Gumbel-softmax temperature after the warm-up.")
+flags.DEFINE_float("temperature_end", 0.5, "Lowest Gumbel-softmax temperature.")
+flags.DEFINE_integer("temperature_decay_steps", 5000,
+                     "Steps for the temperature to fall by a factor e (exponential decay).")
+flags.DEFINE_integer("kl_warmup_steps", 0, "Steps of a linear 0→1 ramp of the KL weight after the "
+                     "warm-up (0: full weight at once).")
+flags.DEFINE_float("balance_weight", 0.0, "Weight of KL(batch-mean q(c|x) || uniform), which stops "
+                   "images collapsing into few clusters.")
+flags.DEFINE_float("consistency_weight", 0.0, "Weight of the cross-entropy between q(c|x) and "
+                   "q(c|augmented x); > 0 also warms up on augmented inputs.")
+flags.DEFINE_integer("pretrain_steps", 0, "Warm-up autoencoder steps, after which the mixture prior "
+                     "is initialised from a GMM fitted to the codes (0: no warm-up).")
+flags.DEFINE_integer("gmm_init_examples", 20_000, "Training images whose codes fit that GMM.")
+flags.DEFINE_list("augment_scale", ["0.9", "1.1"], "Range of the random zoom of augmentations.")
+flags.DEFINE_float("augment_rotation", 10.0, "Largest random rotation of augmentations, degrees.")
+flags.DEFINE_float("augment_shift", 0.08, "Largest random shift of augmentations, image fraction.")
+flags.DEFINE_integer("eval_every", 0, "Also score the clustering every this many training steps "
+                     "(TensorBoard eval/*; labels are only used to score). 0: only at the end.")
+flags.DEFINE_float("scale_floor", 1e-3, "Smallest standard deviation of q(z|x,c) and p(z|c).")
+
+flags.register_validator("latent_dim", lambda v: v >= 1, message="--latent_dim must be at least 1.")
+flags.register_validator("conv_filters", lambda v: len(v) >= 1 and all(s.isdigit() and int(s) > 0 for s in v),
+                         message="--conv_filters must be a comma-separated list of positive integers.")
+flags.register_validator("augment_scale", lambda v: len(v) == 2 and 0 < float(v[0]) <= float(v[1]),
+                         message="--augment_scale must be two numbers low,high with 0 < low <= high.")
+flags.register_validator("temperature_end", lambda v: v > 0, message="--temperature_end must be > 0.")
+flags.register_validator("learning_rate", lambda v: v > 0, message="--learning_rate must be > 0.")
+flags.register_validator("scale_floor", lambda v: v > 0, message="--scale_floor must be > 0.")
+flags.register_multi_flags_validator(
+    ["temperature_start", "temperature_end"], lambda f: f["temperature_start"] >= f["temperature_end"],
+    message="--temperature_start must be at least --temperature_end.")
+flags.register_multi_flags_validator(
+    ["pretrain_steps", "train_steps"], lambda f: 0 <= f["pretrain_steps"] <= f["train_steps"],
+    message="--pretrain_steps must be between 0 and --train_steps.")
+
+
+def config_from_flags(info: data.DatasetInfo) -> vc_model.Config:
+  likelihood = FLAGS.likelihood
+  if likelihood == "auto":
+    likelihood = "bernoulli" if info.channels == 1 else "gaussian"
+  return vc_model.Config(
+      image_size=info.image_size, channels=info.channels, num_clusters=FLAGS.num_clusters,
+      latent_dim=FLAGS.latent_dim, conv_filters=tuple(int(f) for f in FLAGS.conv_filters),
+      hidden_units=FLAGS.hidden_units, likelihood=likelihood, scale_floor=FLAGS.scale_floor,
+      temperature_start=FLAGS.temperature_start, temperature_end=FLAGS.temperature_end,
+      temperature_decay_steps=FLAGS.temperature_decay_steps, kl_warmup_steps=FLAGS.kl_warmup_steps,
+      balance_weight=FLAGS.balance_weight, consistency_weight=FLAGS.consistency_weight,
+      pretrain_steps=FLAGS.pretrain_steps, cluster_posterior=FLAGS.cluster_posterior,
+      augment_scale=tuple(float(s) for s in FLAGS.augment_scale),
+      augment_rotation=FLAGS.augment_rotation, augment_shift=FLAGS.augment_shift, seed=FLAGS.seed)
+
+
+def config_from_run(run: dict) -> vc_model.Config:
+  return vc_model.Config(**{k: tuple(v) if isinstance(v, list) else v for k, v in run["model"].items()})
+
+
+def train(model, train_ds, trainer: training.Trainer, evaluate):
+  """Warm-up (optional), the GMM initialisation of the prior, then ELBO steps."""
+  config = model.config
+
+  def evaluate_periodically(step, logs):
+    del logs
+    if FLAGS.eval_every and step % FLAGS.eval_every == 0:
+      evaluate(step, write_files=False)
+
+  dataset_fn = experiment.training_input(train_ds, FLAGS.batch_size, FLAGS.seed + trainer.step)
+  trainer.run(model.pretrain_step, dataset_fn, config.pretrain_steps, phase="warmup")
+  if config.pretrain_steps and not bool(model.prior_initialized.numpy()):
+    codes = embed(model, train_ds.take(FLAGS.gmm_init_examples))
+    logging.info("Initialising the mixture prior from a GMM on %d codes.", len(codes))
+    model.init_prior_from_codes(codes, FLAGS.seed)
+    trainer.manager.save(checkpoint_number=trainer.step)
+    if FLAGS.eval_every:
+      evaluate(trainer.step, write_files=False)
+  dataset_fn = experiment.training_input(train_ds, FLAGS.batch_size, FLAGS.seed + trainer.step)
+  trainer.run(model.train_step, dataset_fn, FLAGS.train_steps, phase="train",
+              on_log=evaluate_periodically)
+
+
+def embed(model, ds: tf.data.Dataset) -> np.ndarray:
+  """Code means m(x) of every image of a uint8 dataset."""
+  infer = tf.function(lambda images: model(images)["embedding"])
+  return np.concatenate([infer(b["image"]).numpy()
+                         for b in data.evaluation_batches(ds, FLAGS.eval_batch_size)])
+
+
+def log_pictures(model, writer, step: int, channels: int):
+  """Reconstructions of evaluation images and samples from every mixture component."""
+  ds, _ = experiment.load_split(train=False, channels=channels)
+  images = next(iter(data.evaluation_batches(ds, 16)))["image"]
+  codes = model(images)["embedding"]
+  pairs = tf.stack([images, model.decode_mean(codes)], axis=0)
+  with writer.as_default(step=step):
+    images_lib.summary_image("pictures/reconstructions (top: input)", images_lib.grid(pairs), step)
+    images_lib.summary_image("pictures/samples_per_component",
+                             images_lib.grid(model.sample_images(8)), step)
+    tf.summary.histogram("prior/mixture_weights", tf.nn.softmax(model.prior.logits), step=step)
+  writer.flush()
+
+
+def main(argv):
+  del argv
+  strategy = experiment.start()
+  if FLAGS.mode == "eval":
+    config = config_from_run(experiment.load_run(METHOD))
+  else:
+    train_ds, info = experiment.load_split(train=True)
+    config = config_from_flags(info)
+    experiment.save_or_check_run(METHOD, config, strategy)
+  with strategy.scope():
+    model = vc_model.VariationalClustering(config)
+    model.compile(optimizer=keras.optimizers.Adam(FLAGS.learning_rate))
+    model.optimizer.build(model.trainable_variables)
+  checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer)
+  manager = experiment.checkpoint_manager(checkpoint, strategy)
+  restored = training.restore_or_initialize(manager)
+  if FLAGS.mode == "eval" and not restored:
+    experiment.fail(f"No checkpoint in {FLAGS.model_dir}; train first.")
+  writer = experiment.summary_writer(strategy, "train")
+  trainer = training.Trainer(strategy, model.optimizer.iterations, manager, writer,
+                             FLAGS.batch_size, FLAGS.log_every, FLAGS.checkpoint_every)
+  eval_writer = experiment.summary_writer(strategy, "eval")
+
+  def evaluate(step, write_files=True):
+    return experiment.evaluate(lambda images: model(images)["probabilities"], config.num_clusters,
+                               step, strategy, eval_writer, config.channels, write_files=write_files)
+
+  if FLAGS.mode != "eval":
+    train(model, train_ds, trainer, evaluate)
+  if FLAGS.mode != "train":
+    evaluate(trainer.step)
+    if distribute.is_chief(strategy):
+      log_pictures(model, eval_writer, trainer.step, config.channels)
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,258 @@
+"""Variational Clustering: a VAE whose prior is a learnable Gaussian mixture.
+
+Latent = a cluster variable c and a continuous code z. The encoder gives q(c|x) (logits) and
+q(z|x,c) = N(m(x) + A·c, softplus(s(x) + B·c)); during training c is a relaxed one-hot
+(Gumbel-softmax) sample with an annealed temperature, so the discrete and the continuous parts are
+reparametrized together and gradients flow end to end. The prior p(c)p(z|c) is a learnable
+Gaussian mixture trained jointly by the same optimizer. Cluster of an image = argmax q(c|x).
+
+Training has an optional warm-up inside the same run: plain autoencoder steps on m(x), after
+which the mixture is initialised from a GMM fitted to the codes (`init_prior_from_codes`).
+"""
+import dataclasses
+from typing import Tuple
+
+import keras
+import numpy as np
+import tensorflow as tf
+import tensorflow_probability as tfp
+
+from vaeclust import losses
+from vaeclust import networks
+from vaeclust import prior as prior_lib
+from vaeclust.lib import augment
+
+tfd = tfp.distributions
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+  """Hyper-parameters of the model and its objective (one flag each in vaeclust.main)."""
+  image_size: int
+  channels: int
+  num_clusters: int
+  latent_dim: int = 10
+  conv_filters: Tuple[int, ...] = (32, 64, 128)
+  hidden_units: int = 256
+  likelihood: str = "bernoulli"  # or "gaussian" (learned per-channel scale)
+  scale_floor: float = 1e-3
+  temperature_start: float = 1.0
+  temperature_end: float = 0.5
+  temperature_decay_steps: int = 5000  # e-folding steps after warm-up
+  kl_warmup_steps: int = 0  # linear 0→1 ramp of the KL weight after warm-up
+  balance_weight: float = 0.0
+  consistency_weight: float = 0.0
+  pretrain_steps: int = 0
+  # "prior+head": q(c|x) logits = log p(c | z = m(x)) under the mixture prior + a learned head
+  # (zero at the start, so a GMM-initialised prior clusters at once); "head": the head alone.
+  cluster_posterior: str = "prior+head"
+  augment_scale: Tuple[float, float] = (0.9, 1.1)
+  augment_rotation: float = 10.0  # degrees
+  augment_shift: float = 0.08  # fraction of the image size
+  seed: int = 0
+
+
+class VariationalClustering(keras.Model):
+  """The encoder, decoder and mixture prior, with warm-up and ELBO train steps."""
+
+  def __init__(self, config: Config, **kwargs):
+    super().__init__(**kwargs)
+    self.config = config
+    c = config
+    self.encoder = networks.conv_encoder(c.image_size, c.channels, c.conv_filters, c.hidden_units)
+    self.cluster_logits = keras.layers.Dense(
+        c.num_clusters, name="cluster_logits",
+        kernel_initializer="zeros" if c.cluster_posterior == "prior+head" else "glorot_uniform")
+    self.code_mean = keras.layers.Dense(c.latent_dim, name="code_mean")
+    self.code_raw_scale = keras.layers.Dense(c.latent_dim, name="code_raw_scale")
+    # How the cluster shifts q(z|x,c); zero at the start so warm-up trains a plain autoencoder.
+    self.cluster_mean_shift = keras.layers.Dense(c.latent_dim, use_bias=False, kernel_initializer="zeros",
+                                                 name="cluster_mean_shift")
+    self.cluster_scale_shift = keras.layers.Dense(c.latent_dim, use_bias=False,
+                                                  kernel_initializer="zeros", name="cluster_scale_shift")
+    self.decoder = networks.conv_decoder(c.latent_dim, c.image_size, c.channels, c.conv_filters,
+                                         c.hidden_units)
+    self.prior = prior_lib.GaussianMixturePrior(c.num_clusters, c.latent_dim, c.scale_floor,
+                                                name="prior")
+    if c.likelihood not in ("bernoulli", "gaussian"):
+      raise ValueError(f"Unknown likelihood {c.likelihood!r}.")
+    if c.cluster_posterior not in ("prior+head", "head"):
+      raise ValueError(f"Unknown cluster_posterior {c.cluster_posterior!r}.")
+    self.pixel_log_scale = self.add_weight(name="pixel_log_scale", shape=(c.channels,),
+                                           initializer="zeros", trainable=c.likelihood == "gaussian")
+    self.prior_initialized = self.add_weight(name="prior_initialized", shape=(), dtype="bool",
+                                             initializer="zeros", trainable=False)
+    self.rng = tf.random.Generator.from_seed(c.seed)
+    self.build((None, c.image_size, c.image_size, c.channels))
+
+  def build(self, input_shape):
+    """Creates every variable up front, as the optimizer and checkpoints need them all."""
+    c = self.config
+    for head in (self.cluster_logits, self.code_mean, self.code_raw_scale):
+      head.build((None, c.hidden_units))
+    for shift in (self.cluster_mean_shift, self.cluster_scale_shift):
+      shift.build((None, c.num_clusters))
+    self.built = True
+
+  # ----- inference -------------------------------------------------------------------------------
+
+  def call(self, images, training=False):
+    """images float [B, H, W, C] in [0, 1] → cluster logits/probabilities and the code m(x)."""
+    features = self.encoder(images, training=training)
+    logits = self.cluster_posterior_logits(features)
+    return {"logits": logits, "probabilities": tf.nn.softmax(logits),
+            "embedding": tf.cast(self.code_mean(features), tf.float32)}
+
+  def cluster_posterior_logits(self, features):
+    """Logits of q(c|x) from encoder features (see Config.cluster_posterior)."""
+    logits = tf.cast(self.cluster_logits(features), tf.float32)
+    if self.config.cluster_posterior == "prior+head":
+      code = tf.cast(self.code_mean(features), tf.float32)
+      log_joint = self.prior.log_joint(code)  # log p(c) p(z=m(x)|c), [B, K]
+      logits += log_joint - tf.reduce_logsumexp(log_joint, axis=-1, keepdims=True)
+    return logits
+
+  def temperature(self):
+    """Gumbel-softmax temperature: exponential decay from start to end after the warm-up."""
+    c = self.config
+    steps = tf.maximum(tf.cast(self.optimizer.iterations, tf.float32) - c.pretrain_steps, 0.0)
+    decayed = c.temperature_start * tf.exp(-steps / max(c.temperature_decay_steps, 1))
+    return tf.maximum(decayed, c.temperature_end)
+
+  def kl_weight(self):
+    c = self.config
+    steps = tf.cast(self.optimizer.iterations, tf.float32) - c.pretrain_steps
+    return tf.clip_by_value((steps + 1.0) / max(c.kl_warmup_steps, 1), 0.0, 1.0)
+
+  def posterior(self, features, clusters):
+    """Mean and scale of q(z|x,c) for one relaxed/one-hot c [B, K] per image → [B, D] each."""
+    mean, raw_scale = self._code_params(features)
+    return self._shifted(mean, raw_scale, clusters)
+
+  def posterior_every_cluster(self, features):
+    """Mean and scale of q(z|x,c=k) for every k → [B, K, D] each."""
+    mean, raw_scale = self._code_params(features)
+    return self._shifted(mean[:, None], raw_scale[:, None], tf.eye(self.config.num_clusters))
+
+  def _code_params(self, features):
+    return (tf.cast(self.code_mean(features), tf.float32),
+            tf.cast(self.code_raw_scale(features), tf.float32))
+
+  def _shifted(self, mean, raw_scale, clusters):
+    mean = mean + tf.cast(self.cluster_mean_shift(clusters), tf.float32)
+    raw_scale = raw_scale + tf.cast(self.cluster_scale_shift(clusters), tf.float32)
+    return mean, tf.nn.softplus(raw_scale) + self.config.scale_floor
+
+  def reconstruction_nll(self, decoded, images):
+    decoded = tf.cast(decoded, tf.float32)
+    if self.config.likelihood == "bernoulli":
+      return losses.bernoulli_nll(decoded, images)
+    return losses.gaussian_nll(decoded, self.pixel_log_scale, images)
+
+  def decode_mean(self, z):
+    """E[x|z] in [0, 1] for pictures."""
+    decoded = tf.cast(self.decoder(z), tf.float32)
+    return tf.sigmoid(decoded) if self.config.likelihood == "bernoulli" else tf.clip_by_value(decoded, 0., 1.)
+
+  # ----- objective -------------------------------------------------------------------------------
+
+  def objective_terms(self, images, training: bool):
+    """Per-example negative-ELBO terms, plus the guards against cluster collapse."""
+    c = self.config
+    features = self.encoder(images, training=training)
+    logits = self.cluster_posterior_logits(features)
+    probs = tf.nn.softmax(logits)
+    relaxed = tfd.RelaxedOneHotCategorical(self.temperature(), logits=logits)
+    clusters = relaxed.sample(seed=tf.cast(self.rng.make_seeds(1)[:, 0], tf.int32))
+    mean, scale = self.posterior(features, clusters)
+    z = mean + scale * self.rng.normal(tf.shape(mean))
+    reconstruction = self.reconstruction_nll(self.decoder(z, training=training), images)
+
+    means_k, scales_k = self.posterior_every_cluster(features)
+    kl_z = losses.expected_gaussian_kl(probs, means_k, scales_k, self.prior.means, self.prior.scales)
+    kl_c = losses.categorical_kl(logits, self.prior.logits[None])
+    terms = {"reconstruction": reconstruction, "kl_z": kl_z, "kl_c": kl_c}
+    if c.consistency_weight:
+      augmented = self.augment(images)
+      logits_aug = self.cluster_posterior_logits(self.encoder(augmented, training=training))
+      terms["consistency"] = losses.consistency_ce(logits, logits_aug)
+    return terms, probs
+
+  def augment(self, images):
+    c = self.config
+    return augment.random_affine(images, self.rng, c.augment_scale, c.augment_rotation, c.augment_shift)
+
+  def train_step(self, data):
+    """One ELBO step on a replica's batch; losses are averaged over the global batch."""
+    images = data["image"]
+    c = self.config
+    with tf.GradientTape() as tape:
+      terms, probs = self.objective_terms(images, training=True)
+      per_example = terms["reconstruction"] + self.kl_weight() * (terms["kl_z"] + terms["kl_c"])
+      if "consistency" in terms:
+        per_example += c.consistency_weight * terms["consistency"]
+      loss = tf.nn.compute_average_loss(per_example)
+      mean_probs = _global_batch_mean(probs)
+      balance = losses.balance_kl(mean_probs)
+      if c.balance_weight:
+        # Each replica adds the same global term; gradients of the all-reduce sum them back once.
+        loss += c.balance_weight * balance / _num_replicas()
+    self._apply(tape, loss)
+    logs = {name: tf.reduce_mean(value) for name, value in terms.items()}
+    logs.update(loss=tf.reduce_mean(per_example) + c.balance_weight * balance, balance_kl=balance,
+                temperature=self.temperature(), kl_weight=self.kl_weight(),
+                clusters_used=tf.reduce_sum(tf.cast(mean_probs > 0.1 / c.num_clusters, tf.float32)))
+    return logs
+
+  def pretrain_step(self, data):
+    """Warm-up: a deterministic autoencoder on the code mean m(x) (the prior is untouched)."""
+    images = data["image"]
+    with tf.GradientTape() as tape:
+      inputs = self.augment(images) if self.config.consistency_weight else images
+      z = tf.cast(self.code_mean(self.encoder(inputs, training=True)), tf.float32)
+      per_example = self.reconstruction_nll(self.decoder(z, training=True), images)
+      loss = tf.nn.compute_average_loss(per_example)
+    self._apply(tape, loss)
+    return {"loss": tf.reduce_mean(per_example), "reconstruction": tf.reduce_mean(per_example)}
+
+  def _apply(self, tape, loss):
+    variables = self.trainable_variables
+    grads = tape.gradient(loss, variables)
+    self.optimizer.apply_gradients([(g, v) for g, v in zip(grads, variables) if g is not None])
+
+  def test_step(self, data):
+    terms, probs = self.objective_terms(data["image"], training=False)
+    logs = {name: tf.reduce_mean(value) for name, value in terms.items()}
+    logs["elbo"] = -tf.reduce_mean(terms["reconstruction"] + terms["kl_z"] + terms["kl_c"])
+    return logs
+
+  # ----- prior initialisation and sampling ---------------------------------------------------------
+
+  def init_prior_from_codes(self, codes: np.ndarray, seed: int):
+    """Fits a diagonal GMM to code means of training images and copies it into the prior."""
+    from sklearn import mixture  # pylint: disable=g-import-not-at-top
+    gmm = mixture.GaussianMixture(self.config.num_clusters, covariance_type="diag", n_init=3,
+                                  reg_covar=1e-4, random_state=seed).fit(codes)
+    self.prior.assign(gmm.weights_, gmm.means_, gmm.covariances_)
+    self.prior_initialized.assign(True)
+    return gmm
+
+  def sample_images(self, per_cluster: int):
+    """[K, per_cluster, H, W, C] images decoded from z ~ p(z|c=k) for every k."""
+    k = self.config.num_clusters
+    eps = self.rng.normal([k, per_cluster, self.config.latent_dim])
+    z = self.prior.means[:, None] + self.prior.scales[:, None] * eps
+    decoded = self.decode_mean(tf.reshape(z, [k * per_cluster, -1]))
+    return tf.reshape(decoded, [k, per_cluster] + decoded.shape[1:].as_list())
+
+
+def _num_replicas():
+  return tf.distribute.get_replica_context().num_replicas_in_sync
+
+
+def _global_batch_mean(probs):
+  """Mean of [B, K] probabilities over the global batch (all-reduced across replicas)."""
+  ctx = tf.distribute.get_replica_context()
+  total = ctx.all_reduce(tf.distribute.ReduceOp.SUM, tf.reduce_sum(probs, axis=0))
+  count = ctx.all_reduce(tf.distribute.ReduceOp.SUM, tf.cast(tf.shape(probs)[0], tf.float32))
+  return total / count
