@@ -12,12 +12,22 @@ def _normal(shape, scale=1.0, seed=0):
   return tf.constant(np.random.default_rng(seed).normal(size=shape) * scale, tf.float32)
 
 
-def test_gaussian_kl_matches_tfp():
+def _tril(shape, seed):
+  """Random lower-triangular factors with a positive diagonal."""
+  raw = np.tril(np.random.default_rng(seed).normal(size=shape) * 0.5)
+  idx = np.arange(shape[-1])
+  raw[..., idx, idx] = np.exp(raw[..., idx, idx])
+  return tf.constant(raw, tf.float32)
+
+
+def test_gaussian_kl_matches_tfp_for_full_and_diagonal_priors():
   mean_q, mean_p = _normal([5, 4], seed=1), _normal([5, 4], seed=2)
-  scale_q, scale_p = tf.exp(_normal([5, 4], 0.5, 3)), tf.exp(_normal([5, 4], 0.5, 4))
-  expected = tfd.kl_divergence(tfd.MultivariateNormalDiag(mean_q, scale_q),
-                               tfd.MultivariateNormalDiag(mean_p, scale_p))
-  np.testing.assert_allclose(losses.gaussian_kl(mean_q, scale_q, mean_p, scale_p), expected, rtol=1e-5)
+  scale_q = tf.exp(_normal([5, 4], 0.5, 3))
+  for scale_tril in (_tril([5, 4, 4], 4), tf.linalg.diag(tf.exp(_normal([5, 4], 0.5, 5)))):
+    expected = tfd.kl_divergence(tfd.MultivariateNormalDiag(mean_q, scale_q),
+                                 tfd.MultivariateNormalTriL(mean_p, scale_tril))
+    np.testing.assert_allclose(losses.gaussian_kl(mean_q, scale_q, mean_p, scale_tril), expected,
+                               rtol=1e-4, atol=1e-4)
 
 
 def test_expected_gaussian_kl_matches_monte_carlo():
@@ -25,14 +35,14 @@ def test_expected_gaussian_kl_matches_monte_carlo():
   batch, k, d = 3, 4, 2
   probs = tf.nn.softmax(_normal([batch, k], seed=5))
   mean_q, scale_q = _normal([batch, k, d], seed=6), tf.exp(_normal([batch, k, d], 0.3, 7))
-  prior_means, prior_scales = _normal([k, d], seed=8), tf.exp(_normal([k, d], 0.3, 9))
-  exact = losses.expected_gaussian_kl(probs, mean_q, scale_q, prior_means, prior_scales)
+  prior_means, prior_tril = _normal([k, d], seed=8), _tril([k, d, d], 9)
+  exact = losses.expected_gaussian_kl(probs, mean_q, scale_q, prior_means, prior_tril)
 
   n = 200_000
   c = tf.transpose(tfd.Categorical(probs=probs).sample(n, seed=(1, 2)))  # [B, n]
   q = tfd.MultivariateNormalDiag(tf.gather(mean_q, c, batch_dims=1),
                                  tf.gather(scale_q, c, batch_dims=1))
-  p = tfd.MultivariateNormalDiag(tf.gather(prior_means, c), tf.gather(prior_scales, c))
+  p = tfd.MultivariateNormalTriL(tf.gather(prior_means, c), tf.gather(prior_tril, c))
   z = q.sample(seed=(3, 4))
   estimate = tf.reduce_mean(q.log_prob(z) - p.log_prob(z), axis=1)
   np.testing.assert_allclose(exact, estimate, rtol=0.03, atol=0.03)

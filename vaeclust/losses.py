@@ -8,19 +8,28 @@ import math
 import tensorflow as tf
 
 
-def gaussian_kl(mean_q, scale_q, mean_p, scale_p):
-  """KL(N(mean_q, scale_q²) || N(mean_p, scale_p²)) for diagonal Gaussians, summed over the last axis."""
-  ratio = tf.square(scale_q / scale_p)
-  return 0.5 * tf.reduce_sum(
-      ratio + tf.square((mean_q - mean_p) / scale_p) - 1.0 - tf.math.log(ratio), axis=-1)
+def gaussian_kl(mean_q, scale_q, mean_p, scale_tril_p):
+  """KL(N(mean_q, diag(scale_q²)) || N(mean_p, L Lᵀ)) with L = scale_tril_p, in closed form.
+
+  Shapes broadcast: mean_q/scale_q/mean_p [..., D], scale_tril_p [..., D, D].
+  """
+  dim = tf.shape(mean_q)[-1]
+  inverse = tf.linalg.triangular_solve(scale_tril_p, tf.eye(dim, batch_shape=tf.shape(scale_tril_p)[:-2]))
+  whitened = tf.linalg.matvec(inverse, mean_p - mean_q)
+  trace = tf.reduce_sum(tf.square(scale_q) * tf.reduce_sum(tf.square(inverse), axis=-2), axis=-1)
+  log_det_p = 2.0 * tf.reduce_sum(tf.math.log(tf.linalg.diag_part(scale_tril_p)), axis=-1)
+  log_det_q = 2.0 * tf.reduce_sum(tf.math.log(scale_q), axis=-1)
+  return 0.5 * (trace + tf.reduce_sum(tf.square(whitened), axis=-1) - tf.cast(dim, mean_q.dtype)
+                + log_det_p - log_det_q)
 
 
-def expected_gaussian_kl(cluster_probs, mean_q, scale_q, prior_means, prior_scales):
+def expected_gaussian_kl(cluster_probs, mean_q, scale_q, prior_means, prior_scale_tril):
   """E_{c~q(c|x)} KL(q(z|x,c) || p(z|c)), exact over the K components.
 
-  cluster_probs [B, K]; mean_q/scale_q [B, K, D] (q(z|x,c=k) for every k); prior_* [K, D].
+  cluster_probs [B, K]; mean_q/scale_q [B, K, D] (q(z|x,c=k) for every k); prior_means [K, D];
+  prior_scale_tril [K, D, D].
   """
-  kl_per_component = gaussian_kl(mean_q, scale_q, prior_means[None], prior_scales[None])
+  kl_per_component = gaussian_kl(mean_q, scale_q, prior_means[None], prior_scale_tril[None])
   return tf.reduce_sum(cluster_probs * kl_per_component, axis=-1)
 
 

@@ -31,6 +31,8 @@ flags.DEFINE_enum("likelihood", "auto", ["auto", "bernoulli", "gaussian"],
 flags.DEFINE_enum("cluster_posterior", "prior+head", ["prior+head", "head"],
                   "q(c|x) logits: log p(c | z=m(x)) under the mixture prior plus a learned head "
                   "(starts at zero), or the head alone.")
+flags.DEFINE_enum("prior_covariance", "full", ["full", "diag"],
+                  "Covariance of each mixture component p(z|c): full (Cholesky factor) or diagonal.")
 flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate (encoder, decoder and prior).")
 flags.DEFINE_float("temperature_start", 1.0, "Gumbel-softmax temperature after the warm-up.")
 flags.DEFINE_float("temperature_end", 0.5, "Lowest Gumbel-softmax temperature.")
@@ -76,6 +78,7 @@ def config_from_flags(info: data.DatasetInfo) -> vc_model.Config:
       image_size=info.image_size, channels=info.channels, num_clusters=FLAGS.num_clusters,
       latent_dim=FLAGS.latent_dim, conv_filters=tuple(int(f) for f in FLAGS.conv_filters),
       hidden_units=FLAGS.hidden_units, likelihood=likelihood, scale_floor=FLAGS.scale_floor,
+      prior_covariance=FLAGS.prior_covariance,
       temperature_start=FLAGS.temperature_start, temperature_end=FLAGS.temperature_end,
       temperature_decay_steps=FLAGS.temperature_decay_steps, kl_warmup_steps=FLAGS.kl_warmup_steps,
       balance_weight=FLAGS.balance_weight, consistency_weight=FLAGS.consistency_weight,

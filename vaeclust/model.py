@@ -35,6 +35,7 @@ class Config:
   conv_filters: Tuple[int, ...] = (32, 64, 128)
   hidden_units: int = 256
   likelihood: str = "bernoulli"  # or "gaussian" (learned per-channel scale)
+  prior_covariance: str = "full"  # or "diag": the covariance of each p(z|c)
   scale_floor: float = 1e-3
   temperature_start: float = 1.0
   temperature_end: float = 0.5
@@ -72,8 +73,8 @@ class VariationalClustering(keras.Model):
                                                   kernel_initializer="zeros", name="cluster_scale_shift")
     self.decoder = networks.conv_decoder(c.latent_dim, c.image_size, c.channels, c.conv_filters,
                                          c.hidden_units)
-    self.prior = prior_lib.GaussianMixturePrior(c.num_clusters, c.latent_dim, c.scale_floor,
-                                                name="prior")
+    self.prior = prior_lib.GaussianMixturePrior(c.num_clusters, c.latent_dim, c.prior_covariance,
+                                                c.scale_floor, name="prior")
     if c.likelihood not in ("bernoulli", "gaussian"):
       raise ValueError(f"Unknown likelihood {c.likelihood!r}.")
     if c.cluster_posterior not in ("prior+head", "head"):
@@ -169,7 +170,8 @@ class VariationalClustering(keras.Model):
     reconstruction = self.reconstruction_nll(self.decoder(z, training=training), images)
 
     means_k, scales_k = self.posterior_every_cluster(features)
-    kl_z = losses.expected_gaussian_kl(probs, means_k, scales_k, self.prior.means, self.prior.scales)
+    kl_z = losses.expected_gaussian_kl(probs, means_k, scales_k, self.prior.means,
+                                       self.prior.scale_tril)
     kl_c = losses.categorical_kl(logits, self.prior.logits[None])
     terms = {"reconstruction": reconstruction, "kl_z": kl_z, "kl_c": kl_c}
     if c.consistency_weight:
@@ -229,9 +231,10 @@ class VariationalClustering(keras.Model):
   # ----- prior initialisation and sampling ---------------------------------------------------------
 
   def init_prior_from_codes(self, codes: np.ndarray, seed: int):
-    """Fits a diagonal GMM to code means of training images and copies it into the prior."""
+    """Fits a GMM to code means of training images and copies it into the prior."""
     from sklearn import mixture  # pylint: disable=g-import-not-at-top
-    gmm = mixture.GaussianMixture(self.config.num_clusters, covariance_type="diag", n_init=3,
+    gmm = mixture.GaussianMixture(self.config.num_clusters, n_init=3,
+                                  covariance_type=self.config.prior_covariance,
                                   reg_covar=1e-4, random_state=seed).fit(codes)
     self.prior.assign(gmm.weights_, gmm.means_, gmm.covariances_)
     self.prior_initialized.assign(True)
@@ -241,7 +244,7 @@ class VariationalClustering(keras.Model):
     """[K, per_cluster, H, W, C] images decoded from z ~ p(z|c=k) for every k."""
     k = self.config.num_clusters
     eps = self.rng.normal([k, per_cluster, self.config.latent_dim])
-    z = self.prior.means[:, None] + self.prior.scales[:, None] * eps
+    z = self.prior.means[:, None] + tf.linalg.matvec(self.prior.scale_tril[:, None], eps)
     decoded = self.decode_mean(tf.reshape(z, [k * per_cluster, -1]))
     return tf.reshape(decoded, [k, per_cluster] + decoded.shape[1:].as_list())
 

@@ -5,52 +5,66 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 tfd = tfp.distributions
-
-
-def inverse_softplus(x):
-  return np.log(np.expm1(x))
+tfb = tfp.bijectors
+COVARIANCES = ("full", "diag")
 
 
 class GaussianMixturePrior(keras.layers.Layer):
-  """K diagonal Gaussians with learnable weights (softmax of logits), means and scales.
+  """K Gaussians with learnable weights (softmax of logits), means and scales.
 
-  Scales are softplus(raw) + floor so that no component can shrink to a point (a NaN source).
-  The layer holds parameters only; distributions are built on demand, never returned by `call`.
+  Each component's scale is a lower-triangular Cholesky factor ("full" covariance) or a diagonal
+  ("diag"); its diagonal is softplus(raw) + floor so no component can shrink to a point. The
+  layer holds parameters only; distributions are built on demand, never returned by `call`.
   """
 
-  def __init__(self, num_clusters: int, latent_dim: int, scale_floor: float = 1e-3, **kwargs):
+  def __init__(self, num_clusters: int, latent_dim: int, covariance: str = "full",
+               scale_floor: float = 1e-3, **kwargs):
     super().__init__(**kwargs)
-    self.num_clusters, self.latent_dim, self.scale_floor = num_clusters, latent_dim, scale_floor
+    if covariance not in COVARIANCES:
+      raise ValueError(f"Unknown covariance {covariance!r}; choose one of {COVARIANCES}.")
+    self.num_clusters, self.latent_dim = num_clusters, latent_dim
+    self.covariance, self.scale_floor = covariance, scale_floor
+    self._to_tril = tfb.FillScaleTriL(diag_shift=scale_floor)  # softplus diagonal + floor
     self.logits = self.add_weight(name="logits", shape=(num_clusters,), initializer="zeros")
     self.means = self.add_weight(name="means", shape=(num_clusters, latent_dim),
                                  initializer=keras.initializers.RandomNormal(stddev=1.0))
-    self.raw_scales = self.add_weight(
-        name="raw_scales", shape=(num_clusters, latent_dim),
-        initializer=keras.initializers.Constant(inverse_softplus(1.0 - scale_floor)))
+    identity = np.broadcast_to(np.eye(latent_dim, dtype=np.float32), (num_clusters, latent_dim, latent_dim))
+    self.raw_scales = self.add_weight(name="raw_scales", shape=self._raw_from_tril(identity).shape,
+                                      initializer=keras.initializers.Constant(self._raw_from_tril(identity)))
+
+  def _raw_from_tril(self, tril: np.ndarray) -> np.ndarray:
+    if self.covariance == "full":
+      return self._to_tril.inverse(tf.constant(tril, tf.float32)).numpy()
+    diagonal = np.maximum(np.diagonal(tril, axis1=-2, axis2=-1) - self.scale_floor, 1e-6)
+    return np.log(np.expm1(diagonal)).astype(np.float32)
 
   @property
-  def scales(self):
-    return tf.nn.softplus(self.raw_scales) + self.scale_floor
+  def scale_tril(self):
+    """Cholesky factors of the component covariances, [K, D, D]."""
+    if self.covariance == "full":
+      return self._to_tril.forward(self.raw_scales)
+    return tf.linalg.diag(tf.nn.softplus(self.raw_scales) + self.scale_floor)
+
+  def components(self) -> tfd.Distribution:
+    """p(z|c) for every c, batch shape [K]."""
+    return tfd.MultivariateNormalTriL(loc=self.means, scale_tril=self.scale_tril)
 
   def mixture(self) -> tfd.Distribution:
-    """p(z) = Σ_k π_k N(z; μ_k, σ_k²)."""
-    return tfd.MixtureSameFamily(
-        tfd.Categorical(logits=self.logits),
-        tfd.MultivariateNormalDiag(loc=self.means, scale_diag=self.scales))
-
-  def component(self, k) -> tfd.Distribution:
-    return tfd.MultivariateNormalDiag(loc=tf.gather(self.means, k),
-                                      scale_diag=tf.gather(self.scales, k))
+    """p(z) = Σ_k π_k N(z; μ_k, Σ_k)."""
+    return tfd.MixtureSameFamily(tfd.Categorical(logits=self.logits), self.components())
 
   def log_joint(self, z):
     """log p(c=k) + log p(z|c=k) for codes z [B, D] → [B, K]."""
-    components = tfd.MultivariateNormalDiag(loc=self.means, scale_diag=self.scales)
-    return tf.nn.log_softmax(self.logits) + components.log_prob(z[:, None, :])
+    return tf.nn.log_softmax(self.logits) + self.components().log_prob(z[:, None, :])
 
-  def assign(self, weights, means, variances):
-    """Sets the mixture to given parameters (e.g. a GMM fitted to the latent codes)."""
+  def assign(self, weights, means, covariances):
+    """Sets the mixture to given parameters (e.g. a GMM fitted to the codes); `covariances` are
+    [K, D, D] matrices, or [K, D] variances."""
     weights = np.maximum(np.asarray(weights, np.float64), 1e-6)
     self.logits.assign(np.log(weights / weights.sum()).astype(np.float32))
     self.means.assign(np.asarray(means, np.float32))
-    scales = np.maximum(np.sqrt(np.asarray(variances, np.float64)), 2 * self.scale_floor)
-    self.raw_scales.assign(inverse_softplus(scales - self.scale_floor).astype(np.float32))
+    covariances = np.asarray(covariances, np.float64)
+    if covariances.ndim == 2:
+      covariances = np.einsum("kd,de->kde", covariances, np.eye(covariances.shape[1]))
+    floor = (2 * self.scale_floor) ** 2 * np.eye(covariances.shape[-1])
+    self.raw_scales.assign(self._raw_from_tril(np.linalg.cholesky(covariances + floor).astype(np.float32)))
