@@ -66,6 +66,9 @@ flags.register_multi_flags_validator(
     ["temperature_start", "temperature_end"], lambda f: f["temperature_start"] >= f["temperature_end"],
     message="--temperature_start must be at least --temperature_end.")
 flags.register_multi_flags_validator(
+    ["eval_every", "log_every"], lambda f: f["eval_every"] % f["log_every"] == 0,
+    message="--eval_every must be a multiple of --log_every (0: evaluate only at the end).")
+flags.register_multi_flags_validator(
     ["pretrain_steps", "train_steps"], lambda f: 0 <= f["pretrain_steps"] <= f["train_steps"],
     message="--pretrain_steps must be between 0 and --train_steps.")
 
@@ -121,13 +124,23 @@ def embed(model, ds: tf.data.Dataset) -> np.ndarray:
                          for b in data.evaluation_batches(ds, FLAGS.eval_batch_size)])
 
 
-def log_pictures(model, writer, step: int, channels: int):
-  """Reconstructions of evaluation images and samples from every mixture component."""
+def log_model_summaries(model, writer, step: int, channels: int):
+  """The objective on the evaluation split, reconstructions of evaluation images, samples from
+  every mixture component and the mixture weights."""
   ds, _ = experiment.load_split(train=False, channels=channels)
+  test_step = tf.function(model.test_step)
+  totals, count = {}, 0
+  for batch in data.evaluation_batches(ds, FLAGS.eval_batch_size):
+    size = int(tf.shape(batch["image"])[0])
+    for name, value in test_step(batch).items():
+      totals[name] = totals.get(name, 0.0) + float(value) * size
+    count += size
   images = next(iter(data.evaluation_batches(ds, 16)))["image"]
   codes = model(images)["embedding"]
   pairs = tf.stack([images, model.decode_mean(codes)], axis=0)
   with writer.as_default(step=step):
+    for name, total in totals.items():
+      tf.summary.scalar(f"eval/{name}", total / count)
     images_lib.summary_image("pictures/reconstructions (top: input)", images_lib.grid(pairs), step)
     images_lib.summary_image("pictures/samples_per_component",
                              images_lib.grid(model.sample_images(8)), step)
@@ -167,7 +180,7 @@ def main(argv):
   if FLAGS.mode != "train":
     evaluate(trainer.step)
     if distribute.is_chief(strategy):
-      log_pictures(model, eval_writer, trainer.step, config.channels)
+      log_model_summaries(model, eval_writer, trainer.step, config.channels)
 
 
 if __name__ == "__main__":

@@ -223,7 +223,8 @@ class VariationalClustering(keras.Model):
     self.optimizer.apply_gradients([(g, v) for g, v in zip(grads, variables) if g is not None])
 
   def test_step(self, data):
-    terms, probs = self.objective_terms(data["image"], training=False)
+    """Mean objective terms and ELBO on a batch, without updates."""
+    terms, _ = self.objective_terms(data["image"], training=False)
     logs = {name: tf.reduce_mean(value) for name, value in terms.items()}
     logs["elbo"] = -tf.reduce_mean(terms["reconstruction"] + terms["kl_z"] + terms["kl_c"])
     return logs

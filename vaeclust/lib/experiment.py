@@ -7,6 +7,7 @@ import sys
 
 from absl import flags
 from absl import logging
+import keras
 import tensorflow as tf
 
 from vaeclust.lib import data
@@ -27,7 +28,8 @@ def fail(message: str):
 
 
 def start() -> tf.distribute.Strategy:
-  """Devices and strategy from --cpu_devices/--strategy (first thing a main does)."""
+  """Seeds, devices and strategy from --seed/--cpu_devices/--strategy (first thing a main does)."""
+  keras.utils.set_random_seed(FLAGS.seed)  # weight initialisers, Python and NumPy
   distribute.split_cpu(FLAGS.cpu_devices)
   return distribute.make_strategy(FLAGS.strategy)
 

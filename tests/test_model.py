@@ -1,0 +1,86 @@
+"""The Variational Clustering model: the GMM initialisation, the collapse guard, its pieces."""
+import keras
+import numpy as np
+import tensorflow as tf
+
+from vaeclust import model as vc_model
+from vaeclust.lib import data
+
+
+def _digits(n=None):
+  ds, _ = data.load("digits", split="all", image_size=8)
+  images = np.stack([e["image"] for e in ds.as_numpy_iterator()]).astype(np.float32) / 255.0
+  return images[:n]
+
+
+def _model(**overrides):
+  config = dict(image_size=8, channels=1, num_clusters=6, latent_dim=4, conv_filters=(16,),
+                hidden_units=32, seed=0)
+  config.update(overrides)
+  keras.utils.set_random_seed(0)
+  model = vc_model.VariationalClustering(vc_model.Config(**config))
+  model.compile(optimizer=keras.optimizers.Adam(3e-3))
+  model.optimizer.build(model.trainable_variables)
+  return model
+
+
+def test_prior_initialised_from_codes_clusters_like_that_gmm():
+  model = _model()
+  images = _digits(600)
+  codes = model(images)["embedding"].numpy()
+  gmm = model.init_prior_from_codes(codes, seed=0)
+  assert bool(model.prior_initialized.numpy())
+  # q(c|x) = p(c | z = m(x)) + a head that starts at zero
+  np.testing.assert_array_equal(model(images)["probabilities"].numpy().argmax(1), gmm.predict(codes))
+
+
+def test_every_variable_exists_before_the_first_step_and_all_get_gradients():
+  model = _model(consistency_weight=1.0, balance_weight=1.0, pretrain_steps=0)
+  before = [v.numpy().copy() for v in model.trainable_variables]
+  step = tf.function(model.train_step)
+  logs = step({"image": tf.constant(_digits(32))})
+  assert np.isfinite(float(logs["loss"]))
+  moved = [not np.array_equal(b, v.numpy()) for b, v in zip(before, model.trainable_variables)]
+  names = [v.path for v, m in zip(model.trainable_variables, moved) if not m]
+  assert not names, f"not trained: {names}"
+
+
+def _used_clusters_after_training(balance_weight):
+  model = _model(cluster_posterior="head", balance_weight=balance_weight)
+  # Start collapsed: every image in cluster 0.
+  model.cluster_logits.bias.assign(np.array([8.0] + [0.0] * 5, np.float32))
+  images = _digits()
+  batches = data.training_batches(tf.data.Dataset.from_tensor_slices(
+      {"image": (images * 255).astype(np.uint8), "label": np.zeros(len(images), np.int64),
+       "id": np.array([str(i) for i in range(len(images))])}), 64, seed=0)
+  step = tf.function(model.train_step)
+  for batch in batches.take(150):
+    logs = step(batch)
+  clusters = model(images)["probabilities"].numpy().argmax(1)
+  return len(np.unique(clusters)), float(logs["balance_kl"])
+
+
+def test_balance_term_pulls_a_collapsed_model_out_of_collapse():
+  used_with, balance_with = _used_clusters_after_training(balance_weight=5.0)
+  used_without, balance_without = _used_clusters_after_training(balance_weight=0.0)
+  assert used_with >= 5
+  assert balance_with < 0.2 and balance_with < balance_without
+  assert used_with >= used_without
+
+
+def test_temperature_and_kl_weight_schedules():
+  model = _model(pretrain_steps=10, temperature_start=1.0, temperature_end=0.1,
+                 temperature_decay_steps=100, kl_warmup_steps=20)
+  model.optimizer.iterations.assign(10)
+  assert float(model.temperature()) == 1.0 and abs(float(model.kl_weight()) - 0.05) < 1e-6
+  model.optimizer.iterations.assign(110)
+  np.testing.assert_allclose(float(model.temperature()), np.exp(-1.0), rtol=1e-5)
+  assert float(model.kl_weight()) == 1.0
+  model.optimizer.iterations.assign(10_000)
+  np.testing.assert_allclose(float(model.temperature()), 0.1)
+
+
+def test_samples_per_component_have_image_shape_and_range():
+  samples = _model().sample_images(3).numpy()
+  assert samples.shape == (6, 3, 8, 8, 1)
+  assert samples.min() >= 0.0 and samples.max() <= 1.0
