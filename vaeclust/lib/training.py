@@ -42,7 +42,7 @@ class Trainer:
       return
     if self.strategy.num_replicas_in_sync == 1:
       # One replica: feed the pipeline directly. A distributed iterator gives the same batches but
-      # measured 1.6-1.9x slower steps on a 2-core CPU (benchmarks/ notes in README).
+      # made steps 1.6-1.9x slower on a 2-core CPU (cause not found yet).
       dataset = dataset_fn(tf.distribute.InputContext())
     else:
       dataset = self.strategy.distribute_datasets_from_function(dataset_fn)
