@@ -1,6 +1,7 @@
 """The Variational Clustering model: the GMM initialisation, the collapse guard, its pieces."""
 import keras
 import numpy as np
+from sklearn import mixture
 import tensorflow as tf
 
 from vaeclust import model as vc_model
@@ -28,7 +29,8 @@ def test_prior_initialised_from_codes_clusters_like_that_gmm():
   model = _model()
   images = _digits(600)
   codes = model(images)["embedding"].numpy()
-  gmm = model.init_prior_from_codes(codes, seed=0)
+  gmm = mixture.GaussianMixture(model.config.num_clusters, covariance_type="full", random_state=0).fit(codes)
+  model.init_prior(gmm.weights_, gmm.means_, gmm.covariances_)
   assert bool(model.prior_initialized.numpy())
   # q(c|x) = p(c | z = m(x)) + a head that starts at zero
   np.testing.assert_array_equal(model(images)["probabilities"].numpy().argmax(1), gmm.predict(codes))

@@ -2,6 +2,7 @@
 import csv
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -54,11 +55,11 @@ def test_train_and_eval_writes_the_evaluation_contract(tmp_path):
 def test_a_killed_run_resumes_from_its_last_checkpoint(tmp_path):
   model_dir = str(tmp_path / "run")
   args = [*TINY, f"--model_dir={model_dir}", "--pretrain_steps=20", "--train_steps=100000",
-          "--checkpoint_every=20", "--mode=train"]
+          "--checkpoint_every=20", "--gmm_restarts=2", "--mode=train"]
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
   process = subprocess.Popen([sys.executable, "-m", "vaeclust.main", *args], env=env,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-  deadline = time.time() + 240
+  deadline = time.time() + 400
   try:
     while time.time() < deadline:
       if os.path.isdir(model_dir) and _latest_step(model_dir) >= 40:
@@ -82,8 +83,9 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(tmp_path):
 
 
 def _latest_step(model_dir):
-  steps = [int(n.split("-")[1].split(".")[0]) for n in os.listdir(model_dir) if n.startswith("ckpt-")]
-  return max(steps, default=-1)
+  # Only finished checkpoints: a save in progress writes ckpt-N_temp/ first.
+  found = (re.fullmatch(r"ckpt-(\d+)\.index", name) for name in os.listdir(model_dir))
+  return max((int(match.group(1)) for match in found if match), default=-1)
 
 
 @pytest.mark.parametrize("flag, message", [

@@ -11,6 +11,7 @@ import numpy as np
 import tensorflow as tf
 
 from vaeclust import model as vc_model
+from vaeclust import prior_init
 from vaeclust.lib import common_flags
 from vaeclust.lib import data
 from vaeclust.lib import distribute
@@ -47,6 +48,9 @@ flags.DEFINE_float("consistency_weight", 0.0, "Weight of the cross-entropy betwe
 flags.DEFINE_integer("pretrain_steps", 0, "Warm-up autoencoder steps, after which the mixture prior "
                      "is initialised from a GMM fitted to the codes (0: no warm-up).")
 flags.DEFINE_integer("gmm_init_examples", 20_000, "Training images whose codes fit that GMM.")
+flags.DEFINE_integer("gmm_restarts", 20, "GMM fits from different starts after the warm-up; the one "
+                     "whose assignments agree most between images and augmented copies initialises "
+                     "the prior (1: a single fit).")
 flags.DEFINE_list("augment_scale", ["0.9", "1.1"], "Range of the random zoom of augmentations.")
 flags.DEFINE_float("augment_rotation", 10.0, "Largest random rotation of augmentations, degrees.")
 flags.DEFINE_float("augment_shift", 0.08, "Largest random shift of augmentations, image fraction.")
@@ -54,6 +58,7 @@ flags.DEFINE_integer("eval_every", 0, "Also score the clustering every this many
                      "(TensorBoard eval/*; labels are only used to score). 0: only at the end.")
 flags.DEFINE_float("scale_floor", 1e-3, "Smallest standard deviation of q(z|x,c) and p(z|c).")
 
+flags.register_validator("gmm_restarts", lambda v: v >= 1, message="--gmm_restarts must be at least 1.")
 flags.register_validator("latent_dim", lambda v: v >= 1, message="--latent_dim must be at least 1.")
 flags.register_validator("conv_filters", lambda v: len(v) >= 1 and all(s.isdigit() and int(s) > 0 for s in v),
                          message="--conv_filters must be a comma-separated list of positive integers.")
@@ -106,9 +111,7 @@ def train(model, train_ds, trainer: training.Trainer, evaluate):
   dataset_fn = experiment.training_input(train_ds, FLAGS.batch_size, FLAGS.seed + trainer.step)
   trainer.run(model.pretrain_step, dataset_fn, config.pretrain_steps, phase="warmup")
   if config.pretrain_steps and not bool(model.prior_initialized.numpy()):
-    codes = embed(model, train_ds.take(FLAGS.gmm_init_examples))
-    logging.info("Initialising the mixture prior from a GMM on %d codes.", len(codes))
-    model.init_prior_from_codes(codes, FLAGS.seed)
+    initialise_prior(model, train_ds.take(FLAGS.gmm_init_examples), trainer)
     trainer.manager.save(checkpoint_number=trainer.step)
     if FLAGS.eval_every:
       evaluate(trainer.step, write_files=False)
@@ -117,9 +120,27 @@ def train(model, train_ds, trainer: training.Trainer, evaluate):
               on_log=evaluate_periodically)
 
 
-def embed(model, ds: tf.data.Dataset) -> np.ndarray:
-  """Code means m(x) of every image of a uint8 dataset."""
-  infer = tf.function(lambda images: model(images)["embedding"])
+def initialise_prior(model, ds: tf.data.Dataset, trainer: training.Trainer):
+  """Fits GMMs to the warm-up codes and copies the most augmentation-stable one into the prior."""
+  codes = embed(model, ds)
+  views = [embed(model, ds, augmented=True) for _ in range(2)] if FLAGS.gmm_restarts > 1 else []
+  logging.info("Initialising the mixture prior: %d GMM fit(s) to %d codes.", FLAGS.gmm_restarts,
+               len(codes))
+  choice = prior_init.fit_stable_mixture(codes, views, model.config.num_clusters,
+                                         model.config.prior_covariance, FLAGS.gmm_restarts,
+                                         FLAGS.seed)
+  model.init_prior(choice.gmm.weights_, choice.gmm.means_, choice.gmm.covariances_)
+  if views:
+    logging.info("Chose the GMM with augmentation agreement %.3f (restarts: %.3f-%.3f).",
+                 choice.agreement, min(choice.agreements), max(choice.agreements))
+    with trainer.writer.as_default(step=trainer.step):
+      tf.summary.scalar("init/augmentation_agreement", choice.agreement)
+      tf.summary.histogram("init/restart_agreements", choice.agreements)
+
+
+def embed(model, ds: tf.data.Dataset, augmented: bool = False) -> np.ndarray:
+  """Code means m(x) of every image of a uint8 dataset (or of an augmented copy of each)."""
+  infer = tf.function(lambda images: model(model.augment(images) if augmented else images)["embedding"])
   return np.concatenate([infer(b["image"]).numpy()
                          for b in data.evaluation_batches(ds, FLAGS.eval_batch_size)])
 

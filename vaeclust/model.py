@@ -7,7 +7,7 @@ reparametrized together and gradients flow end to end. The prior p(c)p(z|c) is a
 Gaussian mixture trained jointly by the same optimizer. Cluster of an image = argmax q(c|x).
 
 Training has an optional warm-up inside the same run: plain autoencoder steps on m(x), after
-which the mixture is initialised from a GMM fitted to the codes (`init_prior_from_codes`).
+which the mixture is initialised from a GMM fitted to the codes (`init_prior`, `prior_init`).
 """
 import dataclasses
 from typing import Tuple
@@ -231,15 +231,10 @@ class VariationalClustering(keras.Model):
 
   # ----- prior initialisation and sampling ---------------------------------------------------------
 
-  def init_prior_from_codes(self, codes: np.ndarray, seed: int):
-    """Fits a GMM to code means of training images and copies it into the prior."""
-    from sklearn import mixture  # pylint: disable=g-import-not-at-top
-    gmm = mixture.GaussianMixture(self.config.num_clusters, n_init=3,
-                                  covariance_type=self.config.prior_covariance,
-                                  reg_covar=1e-4, random_state=seed).fit(codes)
-    self.prior.assign(gmm.weights_, gmm.means_, gmm.covariances_)
+  def init_prior(self, weights: np.ndarray, means: np.ndarray, covariances: np.ndarray):
+    """Copies a fitted Gaussian mixture (see prior_init) into the prior and marks it initialised."""
+    self.prior.assign(weights, means, covariances)
     self.prior_initialized.assign(True)
-    return gmm
 
   def sample_images(self, per_cluster: int):
     """[K, per_cluster, H, W, C] images decoded from z ~ p(z|c=k) for every k."""
