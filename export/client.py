@@ -36,6 +36,7 @@ class Client:
   """Stubs of both services on one channel; every call retries UNAVAILABLE with backoff."""
 
   def __init__(self, server: str, model_name: str, timeout: float = 10.0, attempts: int = 5):
+    self.server = server
     self.channel = grpc.insecure_channel(server, options=MESSAGE_OPTIONS)
     self.predictions = prediction_service_pb2_grpc.PredictionServiceStub(self.channel)
     self.models = model_service_pb2_grpc.ModelServiceStub(self.channel)

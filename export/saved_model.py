@@ -38,17 +38,18 @@ def load_trained(model_dir: str):
   if not tf.io.gfile.exists(run_path):
     raise ExportError(f"{model_dir} holds no trained model ({experiment.RUN_FILE} is missing).")
   run = files.read_json(run_path)
+  from_run = model_builder(run.get("method"))
   checkpoint = tf.train.latest_checkpoint(model_dir)
   if checkpoint is None:
     raise ExportError(f"{model_dir} has {experiment.RUN_FILE} but no checkpoint; train first.")
-  model = build_model(run)
+  model = from_run(run)
   tf.train.Checkpoint(model=model).restore(checkpoint).expect_partial() \
       .assert_existing_objects_matched()
   return run, model, training_step(checkpoint), checkpoint
 
 
-def build_model(run: dict):
-  method = run.get("method")
+def model_builder(method: str):
+  """The `from_run` of a method's model module."""
   if method not in MODEL_BUILDERS:
     raise ExportError(f"Unknown method {method!r} in {experiment.RUN_FILE}; "
                       f"export knows {', '.join(sorted(MODEL_BUILDERS))}.")
@@ -56,7 +57,7 @@ def build_model(run: dict):
     module = importlib.import_module(MODEL_BUILDERS[method])
   except ImportError as e:
     raise ExportError(f"Cannot export a {method} model: {e}.") from e
-  return module.from_run(run)
+  return module.from_run
 
 
 def training_step(checkpoint: str) -> int:
