@@ -29,6 +29,7 @@ from vaeclust.lib import experiment
 from vaeclust.lib import files
 
 FLAGS = flags.FLAGS
+# Batches of large images exceed gRPC's default 4 MB message limit; both ends lift it.
 MESSAGE_OPTIONS = [("grpc.max_receive_message_length", -1), ("grpc.max_send_message_length", -1)]
 
 
@@ -165,7 +166,7 @@ def main(argv):
     rows = cluster_files(client, paths, FLAGS.signature, FLAGS.batch_size)
   except grpc.RpcError as e:
     experiment.fail(f"{FLAGS.server} answered {e.code().name}: {e.details()}")
-  except ValueError as e:
+  except (ValueError, OSError) as e:
     experiment.fail(str(e))
   finally:
     client.close()

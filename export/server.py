@@ -1,6 +1,6 @@
 """A small gRPC server with TensorFlow Serving's PredictionService and ModelService, for machines
 without TensorFlow Serving (development, tests). Production uses TensorFlow Serving itself
-(docker `tensorflow/serving`); clients cannot tell the two apart for what is implemented here.
+(docker `tensorflow/serving`); clients talk to both with the same gRPC calls.
 
   python -m export.server --port=8500 --model_name=mnist --model_base_path=/models/mnist
 
@@ -27,6 +27,7 @@ from tensorflow_serving.apis import predict_pb2
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 from tensorflow_serving.apis import status_pb2
 
+from export import client
 from export import saved_model
 from export import signatures
 from export import warmup
@@ -35,7 +36,6 @@ from vaeclust.lib import experiment
 FLAGS = flags.FLAGS
 # TensorFlow's error codes are gRPC's.
 GRPC_CODES = {code.value[0]: code for code in grpc.StatusCode}
-UNLIMITED_MESSAGES = [("grpc.max_receive_message_length", -1), ("grpc.max_send_message_length", -1)]
 
 
 class RequestError(Exception):
@@ -242,7 +242,8 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
 
 
 def serve(manager: ModelManager, port: int, threads: int) -> grpc.Server:
-  server = grpc.server(futures.ThreadPoolExecutor(max_workers=threads), options=UNLIMITED_MESSAGES)
+  server = grpc.server(futures.ThreadPoolExecutor(max_workers=threads),
+                       options=client.MESSAGE_OPTIONS)
   prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionService(manager), server)
   model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(manager), server)
   if not server.add_insecure_port(f"0.0.0.0:{port}"):

@@ -10,7 +10,6 @@ METADATA = "metadata"
 IMAGES = "images"
 # REST clients send {"b64": ...}; TF Serving base64-decodes inputs whose name ends in "_bytes".
 IMAGE_BYTES = "image_bytes"
-OUTPUTS = ("cluster", "probabilities", "embedding")
 
 
 def preprocess(images: tf.Tensor, image_size: int, channels: int) -> tf.Tensor:

@@ -88,7 +88,11 @@ def server(base, tmp_path_factory):
          f"--max_batch_size={MAX_BATCH}"], env=ENV, stdout=subprocess.DEVNULL, stderr=log)
   client = client_lib.Client(f"localhost:{port}", "digits", timeout=30)
   try:
-    client.wait_until_available(timeout=120)
+    try:
+      client.wait_until_available(timeout=120)
+    except TimeoutError:
+      with open(log_path) as log:
+        pytest.fail(f"the server did not come up:\n{log.read()[-4000:]}")
     yield client, log_path
   finally:
     client.close()
