@@ -144,7 +144,7 @@ class ModelManager:
       for request in warmup.read(os.path.join(self.base_path, str(newest))):
         predict(servable, request)
         count += 1
-    except (RequestError, tf.errors.OpError, OSError, ValueError) as e:
+    except Exception as e:  # pylint: disable=broad-except  (a bad version must not stop serving)
       logging.error("Cannot load %s version %d (still serving %s): %s", self.name, newest,
                     self.current.version if self.current else "nothing", e)
       self._failed.add(newest)

@@ -8,7 +8,8 @@ DEFAULT = "serving_default"  # uint8 pixels
 ENCODED = "predict_encoded"  # PNG/JPEG/BMP/GIF bytes
 METADATA = "metadata"
 IMAGES = "images"
-# REST clients send {"b64": ...}; TF Serving base64-decodes inputs whose name ends in "_bytes".
+# TF Serving's REST API base64-decodes {"b64": ...} values of any string input; "_bytes" is the
+# usual name suffix for binary string tensors (TF Serving base64-encodes such outputs).
 IMAGE_BYTES = "image_bytes"
 
 

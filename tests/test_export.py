@@ -8,6 +8,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 
 import grpc
 import keras
@@ -91,8 +92,7 @@ def server(base, tmp_path_factory):
     try:
       client.wait_until_available(timeout=120)
     except TimeoutError:
-      with open(log_path) as log:
-        pytest.fail(f"the server did not come up:\n{log.read()[-4000:]}")
+      pytest.fail(f"the server did not come up:\n{_read(log_path)[-4000:]}")
     yield client, log_path
   finally:
     client.close()
@@ -214,6 +214,22 @@ def test_a_new_version_is_served_once_exported(server, model_dir, base, digits, 
   assert sorted(os.listdir(os.path.join(base, "digits"))) == ["1", str(before + 1)]  # no temp dirs
 
 
+def test_a_broken_version_is_logged_and_the_served_one_stays(server, base, digits):
+  client, log_path = server
+  served = client.wait_until_available()
+  broken = os.path.join(base, "digits", str(served + 1))
+  os.makedirs(broken)
+  with open(os.path.join(broken, "saved_model.pb"), "wb") as f:
+    f.write(b"not a SavedModel")
+  message = f"Cannot load digits version {served + 1} (still serving {served})"
+  deadline = time.time() + 30
+  while message not in _read(log_path):
+    assert time.time() < deadline, "the server did not try the new version"
+    time.sleep(0.2)
+  assert client.status()[served] == "AVAILABLE"
+  assert client.predict({"images": digits}).model_spec.version.value == served
+
+
 def test_bad_requests_get_tf_serving_codes_and_the_server_carries_on(server, digits, tmp_path):
   client, log_path = server
   other = client_lib.Client(client.server, "no_such_model")
@@ -243,8 +259,7 @@ def test_bad_requests_get_tf_serving_codes_and_the_server_carries_on(server, dig
     assert (error.value.code(), text in error.value.details()) == (code, True), error.value.details()
   other.close()
   assert client.predict_images(digits[:3])["cluster"].shape == (3,)
-  with open(log_path) as f:
-    log = f.read()
+  log = _read(log_path)
   assert log.count("Predict → INVALID_ARGUMENT") >= 6 and "Predict → NOT_FOUND" in log
 
 
@@ -261,6 +276,11 @@ def test_export_errors_are_one_line_and_exit_2(tmp_path):
   assert result.returncode == 2 and "error: Unknown method 'kmeans'" in result.stderr
   assert "Traceback" not in result.stderr
   assert not (tmp_path / "models").exists()
+
+
+def _read(path):
+  with open(path) as f:
+    return f.read()
 
 
 def _module(channels, image_size=8):
