@@ -78,9 +78,7 @@ def reference(model_dir, digits):
 @pytest.fixture(scope="module")
 def server(base, tmp_path_factory):
   """(Client, path of the server's log) for `python -m export.server` on a free port."""
-  with socket.socket() as s:
-    s.bind(("localhost", 0))
-    port = s.getsockname()[1]
+  port = _free_port()
   log_path = str(tmp_path_factory.mktemp("server") / "server.log")
   with open(log_path, "w") as log:
     process = subprocess.Popen(
@@ -278,6 +276,13 @@ def test_export_errors_are_one_line_and_exit_2(tmp_path):
   assert not (tmp_path / "models").exists()
 
 
+def _free_port() -> int:
+  """A localhost port nobody listens on (portpicker may not be installed)."""
+  with socket.socket() as s:
+    s.bind(("localhost", 0))
+    return s.getsockname()[1]
+
+
 def _read(path):
   with open(path) as f:
     return f.read()
@@ -324,3 +329,13 @@ def test_preprocessing_converts_sizes_and_channels_like_training():
   np.testing.assert_allclose(colour_model.predict_encoded(tf.constant(jpeg))["probabilities"],
                              colour_model.predict_images(tf.constant(decoded))["probabilities"],
                              atol=1e-6)
+
+
+def test_client_retries_unavailable_with_backoff_then_reports_it():
+  client = client_lib.Client(f"localhost:{_free_port()}", "digits", timeout=5, attempts=3)
+  started = time.time()
+  with pytest.raises(grpc.RpcError) as error:
+    client.status()
+  client.close()
+  assert error.value.code() == grpc.StatusCode.UNAVAILABLE
+  assert time.time() - started >= 0.2 + 0.4  # two waits before the third and last attempt
