@@ -20,6 +20,8 @@ setuptools.setup(
         "scikit-learn",
         "mlxtend",
         "pillow",
+        "tensorflow-serving-api==2.21.*",
+        "grpcio",
     ],
     extras_require={"test": ["pytest"]},
 )

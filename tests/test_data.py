@@ -93,3 +93,20 @@ def test_evaluation_batches_cover_every_example_once():
   ds, _ = data.load("digits", split="all", image_size=8)
   ids = np.concatenate([b["id"].numpy() for b in data.evaluation_batches(ds, 100)])
   assert len(ids) == 1797 and len(set(ids.tolist())) == 1797
+
+
+def test_channel_conversion_is_the_same_with_known_and_unknown_channel_counts():
+  rng = np.random.default_rng(0)
+  rgb = rng.integers(0, 256, size=(2, 5, 4, 3), dtype=np.uint8)
+  grey = rng.integers(0, 256, size=(2, 5, 4, 1), dtype=np.uint8)
+  rgba = np.concatenate([rgb, np.full_like(rgb[..., :1], 7)], axis=-1)
+  grey_alpha = np.concatenate([grey, np.full_like(grey, 7)], axis=-1)
+  to_grey = np.round(tf.image.rgb_to_grayscale(rgb.astype(np.float32)).numpy()).astype(np.uint8)
+  unknown = [tf.TensorSpec([None, None, None, None], tf.uint8)]  # channels known at run time only
+  dynamic = {c: tf.function(lambda x, c=c: data.convert_channels(x, c), input_signature=unknown)
+             for c in (1, 3)}
+  for image, channels, expected in [(rgb, 3, rgb), (rgba, 3, rgb), (grey, 3, np.repeat(grey, 3, -1)),
+                                    (grey_alpha, 3, np.repeat(grey, 3, -1)), (rgb, 1, to_grey),
+                                    (rgba, 1, to_grey), (grey, 1, grey), (grey_alpha, 1, grey)]:
+    np.testing.assert_array_equal(data.convert_channels(tf.constant(image), channels), expected)
+    np.testing.assert_array_equal(dynamic[channels](tf.constant(image)), expected)

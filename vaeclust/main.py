@@ -95,10 +95,6 @@ def config_from_flags(info: data.DatasetInfo) -> vc_model.Config:
       augment_rotation=FLAGS.augment_rotation, augment_shift=FLAGS.augment_shift, seed=FLAGS.seed)
 
 
-def config_from_run(run: dict) -> vc_model.Config:
-  return vc_model.Config(**{k: tuple(v) if isinstance(v, list) else v for k, v in run["model"].items()})
-
-
 def train(model, train_ds, trainer: training.Trainer, evaluate):
   """Warm-up (optional), the GMM initialisation of the prior, then ELBO steps."""
   config = model.config
@@ -173,15 +169,15 @@ def main(argv):
   del argv
   strategy = experiment.start()
   if FLAGS.mode == "eval":
-    config = config_from_run(experiment.load_run(METHOD))
+    run = experiment.load_run(METHOD)
   else:
     train_ds, info = experiment.load_split(train=True)
-    config = config_from_flags(info)
-    experiment.save_or_check_run(METHOD, config, strategy)
+    run = experiment.save_or_check_run(METHOD, config_from_flags(info), strategy)
   with strategy.scope():
-    model = vc_model.VariationalClustering(config)
+    model = vc_model.from_run(run)
     model.compile(optimizer=keras.optimizers.Adam(FLAGS.learning_rate))
     model.optimizer.build(model.trainable_variables)
+  config = model.config
   checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer)
   manager = experiment.checkpoint_manager(checkpoint, strategy)
   restored = training.restore_or_initialize(manager)

@@ -245,6 +245,13 @@ class VariationalClustering(keras.Model):
     return tf.reshape(decoded, [k, per_cluster] + decoded.shape[1:].as_list())
 
 
+def from_run(run: dict) -> VariationalClustering:
+  """The (untrained) model a run.json describes; restore its checkpoint into it. Every method has
+  a `from_run`, so that tools such as export can rebuild any trained model from its run.json."""
+  return VariationalClustering(
+      Config(**{k: tuple(v) if isinstance(v, list) else v for k, v in run["model"].items()}))
+
+
 def _num_replicas():
   return tf.distribute.get_replica_context().num_replicas_in_sync
 

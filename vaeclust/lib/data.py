@@ -92,17 +92,24 @@ def _formatter(image_size: int, channels: int) -> Callable:
     image = example["image"]
     if image.shape.rank == 2:
       image = image[..., None]
-    have = image.shape[-1]  # every source gives a static channel count
-    if have == 4:
-      image, have = image[..., :3], 3
-    if channels == 1 and have == 3:
-      image = tf.cast(tf.round(tf.image.rgb_to_grayscale(tf.cast(image, tf.float32))), tf.uint8)
-    elif channels == 3 and have == 1:
-      image = tf.image.grayscale_to_rgb(image)
-    image = resize_uint8(image, image_size)
+    image = resize_uint8(convert_channels(image, channels), image_size)
     image.set_shape([image_size, image_size, channels])
     return {"image": image, "label": tf.cast(example["label"], tf.int64), "id": example["id"]}
   return fmt
+
+
+def convert_channels(image: tf.Tensor, channels: int) -> tf.Tensor:
+  """uint8 [..., C] → [..., channels] (1 or 3) for C = 1 grey, 2 grey+alpha, 3 RGB or 4 RGBA: alpha
+  dropped, grey repeated into RGB, RGB to grey by tf.image.rgb_to_grayscale rounded. C may be
+  unknown until run time (served images), so training and serving share this one conversion."""
+  if image.shape[-1] == channels:
+    return image
+  have = tf.shape(image)[-1]
+  rgb = tf.gather(image, tf.where(have >= 3, [0, 1, 2], [0, 0, 0]), axis=-1)
+  if channels == 3:
+    return rgb
+  grey = tf.cast(tf.round(tf.image.rgb_to_grayscale(tf.cast(rgb, tf.float32))), tf.uint8)
+  return tf.where(have >= 3, grey, rgb[..., :1])
 
 
 def resize_uint8(image: tf.Tensor, image_size: int) -> tf.Tensor:

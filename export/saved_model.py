@@ -1,0 +1,139 @@
+"""Export a trained model as a versioned SavedModel that TensorFlow Serving can serve.
+
+  python -m export.saved_model --model_dir=runs/mnist --export_base=/models --model_name=mnist
+
+writes /models/mnist/<version>/ (saved_model.pb, variables/, assets.extra/ with the warmup
+requests and metadata.json). A version is written aside in a directory TF Serving ignores and
+renamed into place when complete, so a server polling the base path never sees half a model, and
+an existing version is never overwritten.
+"""
+import datetime
+import importlib
+import os
+import shutil
+
+from absl import app
+from absl import flags
+import tensorflow as tf
+
+from export import signatures
+from export import warmup
+from vaeclust.lib import experiment
+from vaeclust.lib import files
+
+FLAGS = flags.FLAGS
+# run.json "method" → module with `from_run(run: dict) -> keras.Model`; imported only when used,
+# so that exporting one method never needs another's package.
+MODEL_BUILDERS = {"variational_clustering": "vaeclust.model", "c3gan": "c3gan.model"}
+METADATA_FILE = os.path.join("assets.extra", "metadata.json")
+
+
+class ExportError(Exception):
+  """A model that cannot be exported; the message says why."""
+
+
+def load_trained(model_dir: str):
+  """(run.json contents, model restored from the newest checkpoint, training step, checkpoint)."""
+  run_path = os.path.join(model_dir, experiment.RUN_FILE)
+  if not tf.io.gfile.exists(run_path):
+    raise ExportError(f"{model_dir} holds no trained model ({experiment.RUN_FILE} is missing).")
+  run = files.read_json(run_path)
+  from_run = model_builder(run.get("method"))
+  checkpoint = tf.train.latest_checkpoint(model_dir)
+  if checkpoint is None:
+    raise ExportError(f"{model_dir} has {experiment.RUN_FILE} but no checkpoint; train first.")
+  model = from_run(run)
+  tf.train.Checkpoint(model=model).restore(checkpoint).expect_partial() \
+      .assert_existing_objects_matched()
+  return run, model, training_step(checkpoint), checkpoint
+
+
+def model_builder(method: str):
+  """The `from_run` of a method's model module."""
+  if method not in MODEL_BUILDERS:
+    raise ExportError(f"Unknown method {method!r} in {experiment.RUN_FILE}; "
+                      f"export knows {', '.join(sorted(MODEL_BUILDERS))}.")
+  try:
+    module = importlib.import_module(MODEL_BUILDERS[method])
+  except ImportError as e:
+    raise ExportError(f"Cannot export a {method} model: {e}.") from e
+  return module.from_run
+
+
+def training_step(checkpoint: str) -> int:
+  """optimizer.iterations stored in the checkpoint; else the checkpoint's number, which the
+  shared Trainer sets to the step."""
+  reader = tf.train.load_checkpoint(checkpoint)
+  key = "optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE"
+  if reader.has_tensor(key):
+    return int(reader.get_tensor(key))
+  return int(checkpoint.rsplit("-", 1)[1])
+
+
+def versions(model_base: str) -> list:
+  """Integer version directories under BASE/NAME, ascending (what TF Serving considers)."""
+  if not os.path.isdir(model_base):
+    return []
+  return sorted(int(n) for n in os.listdir(model_base)
+                if n.isdigit() and os.path.isdir(os.path.join(model_base, n)))
+
+
+def export(model_dir: str, export_base: str, model_name: str, version: int = None) -> str:
+  """Writes BASE/NAME/<version> (default: one above the largest) and returns its path."""
+  model_base = os.path.join(export_base, model_name)
+  next_version = max(versions(model_base), default=0) + 1
+  version = version or next_version
+  target = os.path.join(model_base, str(version))
+  if os.path.exists(target):
+    raise ExportError(f"{target} exists; versions are never overwritten "
+                      f"(omit --version to write {next_version}).")
+  run, model, step, checkpoint = load_trained(model_dir)
+  config = run["model"]
+  metadata = {"method": run["method"], "dataset": run.get("dataset", ""),
+              "num_clusters": config["num_clusters"], "image_size": config["image_size"],
+              "channels": config["channels"], "step": step, "version": version,
+              "checkpoint": os.path.basename(checkpoint),
+              "exported_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+  module = signatures.ServingModule(model, config["image_size"], config["channels"], metadata)
+
+  os.makedirs(model_base, exist_ok=True)
+  temporary = os.path.join(model_base, f".tmp-{version}-{os.getpid()}")  # not an integer: ignored
+  try:
+    tf.saved_model.save(module, temporary, signatures=module.signatures())
+    warmup.write(temporary, warmup.requests(model_name, config["image_size"], config["channels"]))
+    files.write_json(os.path.join(temporary, METADATA_FILE), metadata)
+    try:
+      os.rename(temporary, target)
+    except OSError as e:  # another export took this version meanwhile
+      raise ExportError(f"Cannot move the export into {target}: {e}.") from e
+  finally:
+    shutil.rmtree(temporary, ignore_errors=True)
+  return target
+
+
+def define_flags():
+  flags.DEFINE_string("model_dir", None, "Trained model: the --model_dir of the training run "
+                      "(run.json and checkpoints; the newest checkpoint is exported).")
+  flags.DEFINE_string("export_base", None, "Directory of served models (TF Serving's model base "
+                      "paths live here: EXPORT_BASE/MODEL_NAME/VERSION).")
+  flags.DEFINE_string("model_name", None, "Name the model is served under.")
+  flags.DEFINE_integer("version", None, "Version number to write (default: one above the largest "
+                       "existing version, 1 for the first). An existing version is an error.")
+  for name in ("model_dir", "export_base", "model_name"):
+    flags.mark_flag_as_required(name)
+  flags.register_validator("version", lambda v: v is None or v >= 1,
+                           message="--version must be a positive integer.")
+
+
+def main(argv):
+  del argv
+  try:
+    path = export(FLAGS.model_dir, FLAGS.export_base, FLAGS.model_name, FLAGS.version)
+  except ExportError as e:
+    experiment.fail(str(e))
+  print(path)
+
+
+if __name__ == "__main__":
+  define_flags()
+  app.run(main)

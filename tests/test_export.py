@@ -1,0 +1,341 @@
+"""Export and serving end to end: train a tiny model once → `python -m export.saved_model` → the
+SavedModel's layout, versions and signatures → `python -m export.server` in a subprocess → the
+served clusters equal the in-process model's, a new version is picked up, bad requests get TF
+Serving's status codes. Plus the in-graph preprocessing on its own."""
+import csv
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import grpc
+import keras
+import numpy as np
+from PIL import Image
+import pytest
+import tensorflow as tf
+from tensorflow.core.protobuf import saved_model_pb2
+from tensorflow_serving.apis import classification_pb2
+from tensorflow_serving.apis import prediction_log_pb2
+
+from export import client as client_lib
+from export import saved_model
+from export import signatures
+from test_vaeclust_main import TINY, run_main
+from vaeclust import model as vc_model
+from vaeclust.lib import data
+
+ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
+MAX_BATCH = 100
+
+
+def run_module(module, *args, check=True, timeout=180):
+  result = subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True,
+                          timeout=timeout, env=ENV)
+  if check and result.returncode != 0:
+    raise AssertionError(f"exit {result.returncode}\n{result.stderr[-4000:]}")
+  return result
+
+
+def export(model_dir, base, *extra, check=True):
+  return run_module("export.saved_model", f"--model_dir={model_dir}", f"--export_base={base}",
+                    "--model_name=digits", *extra, check=check)
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+  path = str(tmp_path_factory.mktemp("train") / "run")
+  run_main(*TINY, f"--model_dir={path}", "--pretrain_steps=150", "--train_steps=300",
+           "--checkpoint_every=300", "--balance_weight=1", "--mode=train")
+  return path
+
+
+@pytest.fixture(scope="module")
+def base(model_dir, tmp_path_factory):
+  """EXPORT_BASE with version 1 of model `digits`."""
+  path = str(tmp_path_factory.mktemp("models"))
+  assert export(model_dir, path).stdout.strip() == os.path.join(path, "digits", "1")
+  return path
+
+
+@pytest.fixture(scope="module")
+def digits():
+  ds, _ = data.load("digits", split="all", image_size=8)
+  return np.stack([e["image"] for e in ds.take(64).as_numpy_iterator()])
+
+
+@pytest.fixture(scope="module")
+def reference(model_dir, digits):
+  """Cluster probabilities of the trained Keras model itself, restored in this process."""
+  with open(os.path.join(model_dir, "run.json")) as f:
+    model = vc_model.from_run(json.load(f))
+  tf.train.Checkpoint(model=model).restore(tf.train.latest_checkpoint(model_dir)).expect_partial()
+  return model(digits.astype(np.float32) / 255.0)["probabilities"].numpy()
+
+
+@pytest.fixture(scope="module")
+def server(base, tmp_path_factory):
+  """(Client, path of the server's log) for `python -m export.server` on a free port."""
+  port = _free_port()
+  log_path = str(tmp_path_factory.mktemp("server") / "server.log")
+  with open(log_path, "w") as log:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "export.server", f"--port={port}", "--model_name=digits",
+         f"--model_base_path={os.path.join(base, 'digits')}", "--poll_seconds=0.5",
+         f"--max_batch_size={MAX_BATCH}"], env=ENV, stdout=subprocess.DEVNULL, stderr=log)
+  client = client_lib.Client(f"localhost:{port}", "digits", timeout=30)
+  try:
+    try:
+      client.wait_until_available(timeout=120)
+    except TimeoutError:
+      pytest.fail(f"the server did not come up:\n{_read(log_path)[-4000:]}")
+    yield client, log_path
+  finally:
+    client.close()
+    process.terminate()
+    process.wait(timeout=30)
+
+
+def test_export_writes_the_tf_serving_layout_with_metadata(base):
+  version_dir = os.path.join(base, "digits", "1")
+  assert {"saved_model.pb", "variables", "assets.extra"} <= set(os.listdir(version_dir))
+  assert os.path.exists(os.path.join(version_dir, "variables", "variables.index"))
+  with open(os.path.join(version_dir, "assets.extra", "metadata.json")) as f:
+    metadata = json.load(f)
+  assert metadata["method"] == "variational_clustering" and metadata["dataset"] == "digits"
+  assert (metadata["num_clusters"], metadata["image_size"], metadata["channels"]) == (10, 8, 1)
+  assert metadata["step"] == 300 and metadata["version"] == 1
+  loaded = tf.saved_model.load(version_dir)
+  served = {k: v.numpy() for k, v in loaded.signatures["metadata"]().items()}
+  assert served["method"] == b"variational_clustering" and served["step"] == 300
+  assert served["num_clusters"] == 10 and served["version"] == 1
+
+
+def test_signatures_take_raw_images_and_give_clusters(base):
+  version_dir = os.path.join(base, "digits", "1")
+  loaded = tf.saved_model.load(version_dir)
+  assert {"serving_default", "predict_encoded", "metadata"} <= set(loaded.signatures)
+  for name, (key, dtype, shape) in {"serving_default": ("images", tf.uint8, [None] * 4),
+                                    "predict_encoded": ("image_bytes", tf.string, [None])}.items():
+    function = loaded.signatures[name]
+    spec = function.structured_input_signature[1][key]
+    assert spec.dtype == dtype and spec.shape.as_list() == shape
+    outputs = function.structured_outputs
+    assert outputs["cluster"].dtype == tf.int64 and outputs["cluster"].shape.as_list() == [None]
+    assert outputs["probabilities"].shape.as_list() == [None, 10]
+    assert outputs["embedding"].shape.as_list() == [None, 8]
+  with open(os.path.join(version_dir, "saved_model.pb"), "rb") as f:  # what TF Serving reads
+    graph = saved_model_pb2.SavedModel.FromString(f.read()).meta_graphs[0]
+  assert "serve" in graph.meta_info_def.tags
+  for name in ("serving_default", "predict_encoded", "metadata"):
+    assert graph.signature_def[name].method_name == "tensorflow/serving/predict"
+
+
+def test_warmup_requests_are_prediction_logs_the_model_answers(base):
+  version_dir = os.path.join(base, "digits", "1")
+  loaded = tf.saved_model.load(version_dir)
+  path = os.path.join(version_dir, "assets.extra", "tf_serving_warmup_requests")
+  requests = [prediction_log_pb2.PredictionLog.FromString(r).predict_log.request
+              for r in tf.data.TFRecordDataset(path).as_numpy_iterator()]
+  assert {r.model_spec.signature_name for r in requests} == {"serving_default", "predict_encoded"}
+  for request in requests:
+    inputs = {k: tf.constant(tf.make_ndarray(v)) for k, v in request.inputs.items()}
+    outputs = loaded.signatures[request.model_spec.signature_name](**inputs)
+    assert outputs["cluster"].shape[0] == next(iter(inputs.values())).shape[0] > 0
+
+
+def test_served_uint8_clusters_equal_the_in_process_model(server, digits, reference):
+  client, _ = server
+  outputs = client.predict_images(digits)
+  np.testing.assert_array_equal(outputs["cluster"], reference.argmax(axis=-1))
+  np.testing.assert_allclose(outputs["probabilities"], reference, atol=1e-5)
+  assert len(set(reference.argmax(axis=-1).tolist())) > 1  # a model that clusters, not a constant
+  # Grey images upscaled 3× and stored as RGB come back to the same pixels after the in-graph
+  # area resize and grey conversion.
+  bigger = np.repeat(np.repeat(np.repeat(digits, 3, axis=1), 3, axis=2), 3, axis=3)
+  np.testing.assert_array_equal(client.predict_images(bigger)["cluster"], reference.argmax(axis=-1))
+
+
+def test_client_command_clusters_png_files_like_the_in_process_model(server, digits, reference,
+                                                                       tmp_path):
+  client, _ = server
+  paths = []
+  for i, image in enumerate(digits):
+    paths.append(str(tmp_path / f"{i:02d}.png"))
+    Image.fromarray(image[..., 0]).save(paths[-1])
+  output = str(tmp_path / "clusters.csv")
+  run_module("export.client", f"--server={client.server}",
+             "--model_name=digits", "--batch_size=20", f"--output={output}", *paths)
+  with open(output) as f:
+    rows = list(csv.DictReader(f))
+  assert [r["file"] for r in rows] == paths
+  np.testing.assert_array_equal([int(r["cluster"]) for r in rows], reference.argmax(axis=-1))
+  np.testing.assert_allclose([float(r["confidence"]) for r in rows], reference.max(axis=-1),
+                             atol=1e-5)
+
+
+def test_client_command_refuses_missing_files_before_sending(tmp_path):
+  missing = run_module("export.client", "--server=localhost:1", "--model_name=digits",
+                       str(tmp_path / "none.png"), check=False)
+  assert missing.returncode == 2 and "No such file(s)" in missing.stderr
+  assert "Traceback" not in missing.stderr
+
+
+def test_model_metadata_lists_the_signatures(server):
+  client, _ = server
+  defs = client.signature_defs()
+  assert {"serving_default", "predict_encoded", "metadata"} <= set(defs)
+  assert defs["predict_encoded"].inputs["image_bytes"].dtype == tf.string.as_datatype_enum
+  response = client.predict({}, signature="metadata")
+  assert tf.make_ndarray(response.outputs["num_clusters"]) == 10
+  assert response.model_spec.name == "digits" and response.model_spec.signature_name == "metadata"
+
+
+def test_a_new_version_is_served_once_exported(server, model_dir, base, digits, reference):
+  client, _ = server
+  before = client.wait_until_available()
+  version_1 = os.path.join(base, "digits", "1", "saved_model.pb")
+  stamp = os.stat(version_1).st_mtime_ns
+  path = saved_model.export(model_dir, base, "digits")  # what the command runs (tested above)
+  assert path == os.path.join(base, "digits", str(before + 1))
+  assert client.wait_until_available(before + 1, timeout=60) == before + 1
+  assert client.status()[before] == "END"
+  response = client.predict({"images": digits})
+  assert response.model_spec.version.value == before + 1
+  np.testing.assert_array_equal(tf.make_ndarray(response.outputs["cluster"]),
+                                reference.argmax(axis=-1))
+  with pytest.raises(saved_model.ExportError, match="never overwritten"):
+    saved_model.export(model_dir, base, "digits", version=1)
+  assert os.stat(version_1).st_mtime_ns == stamp
+  assert sorted(os.listdir(os.path.join(base, "digits"))) == ["1", str(before + 1)]  # no temp dirs
+
+
+def test_a_broken_version_is_logged_and_the_served_one_stays(server, base, digits):
+  client, log_path = server
+  served = client.wait_until_available()
+  broken = os.path.join(base, "digits", str(served + 1))
+  os.makedirs(broken)
+  with open(os.path.join(broken, "saved_model.pb"), "wb") as f:
+    f.write(b"not a SavedModel")
+  message = f"Cannot load digits version {served + 1} (still serving {served})"
+  deadline = time.time() + 30
+  while message not in _read(log_path):
+    assert time.time() < deadline, "the server did not try the new version"
+    time.sleep(0.2)
+  assert client.status()[served] == "AVAILABLE"
+  assert client.predict({"images": digits}).model_spec.version.value == served
+
+
+def test_bad_requests_get_tf_serving_codes_and_the_server_carries_on(server, digits, tmp_path):
+  client, log_path = server
+  other = client_lib.Client(client.server, "no_such_model")
+  cases = [
+      (lambda: other.predict({"images": digits}), grpc.StatusCode.NOT_FOUND, "no_such_model"),
+      (lambda: client.predict({"images": digits}, version=99), grpc.StatusCode.NOT_FOUND, "99"),
+      (lambda: client.predict({"images": digits}, signature="nope"),
+       grpc.StatusCode.INVALID_ARGUMENT, 'Serving signature key "nope" not found'),
+      (lambda: client.predict({"pixels": digits}), grpc.StatusCode.INVALID_ARGUMENT, "pixels"),
+      (lambda: client.predict({"images": digits.astype(np.float32)}),
+       grpc.StatusCode.INVALID_ARGUMENT, "must be uint8"),
+      (lambda: client.predict({"images": digits[0]}), grpc.StatusCode.INVALID_ARGUMENT, "rank 4"),
+      (lambda: client.predict({"images": np.zeros((2, 8, 8, 5), np.uint8)}),
+       grpc.StatusCode.INVALID_ARGUMENT, "1, 2, 3 or 4 channels"),
+      (lambda: client.predict({"image_bytes": [b"not an image"]}, signature="predict_encoded"),
+       grpc.StatusCode.INVALID_ARGUMENT, "image"),
+      (lambda: client.predict({"images": np.zeros((MAX_BATCH + 1, 8, 8, 1), np.uint8)}),
+       grpc.StatusCode.INVALID_ARGUMENT, f"maximum {MAX_BATCH}"),
+      (lambda: client.call(client.predictions.Classify,
+                           classification_pb2.ClassificationRequest(model_spec=client.spec())),
+       grpc.StatusCode.UNIMPLEMENTED, ""),
+      (other.status, grpc.StatusCode.NOT_FOUND, "no_such_model"),
+  ]
+  for call, code, text in cases:
+    with pytest.raises(grpc.RpcError) as error:
+      call()
+    assert (error.value.code(), text in error.value.details()) == (code, True), error.value.details()
+  other.close()
+  assert client.predict_images(digits[:3])["cluster"].shape == (3,)
+  log = _read(log_path)
+  assert log.count("Predict → INVALID_ARGUMENT") >= 6 and "Predict → NOT_FOUND" in log
+
+
+def test_export_errors_are_one_line_and_exit_2(tmp_path):
+  empty = tmp_path / "empty"
+  empty.mkdir()
+  with pytest.raises(saved_model.ExportError, match="run.json is missing"):
+    saved_model.export(str(empty), str(tmp_path / "models"), "digits")
+  (empty / "run.json").write_text(json.dumps({"method": "variational_clustering", "model": {}}))
+  with pytest.raises(saved_model.ExportError, match="no checkpoint; train first"):
+    saved_model.export(str(empty), str(tmp_path / "models"), "digits")
+  (empty / "run.json").write_text(json.dumps({"method": "kmeans", "model": {}}))
+  result = export(str(empty), str(tmp_path / "models"), check=False)
+  assert result.returncode == 2 and "error: Unknown method 'kmeans'" in result.stderr
+  assert "Traceback" not in result.stderr
+  assert not (tmp_path / "models").exists()
+
+
+def _free_port() -> int:
+  """A localhost port nobody listens on (portpicker may not be installed)."""
+  with socket.socket() as s:
+    s.bind(("localhost", 0))
+    return s.getsockname()[1]
+
+
+def _read(path):
+  with open(path) as f:
+    return f.read()
+
+
+def _module(channels, image_size=8):
+  keras.utils.set_random_seed(0)
+  model = vc_model.VariationalClustering(vc_model.Config(
+      image_size=image_size, channels=channels, num_clusters=4, latent_dim=3, conv_filters=(8,),
+      hidden_units=16, cluster_posterior="head"))
+  return signatures.ServingModule(model, image_size, channels, {"method": "test"})
+
+
+def test_preprocessing_converts_sizes_and_channels_like_training():
+  rng = np.random.default_rng(1)
+  rgb = rng.integers(0, 256, size=(3, 8, 8, 3), dtype=np.uint8)
+  grey = rng.integers(0, 256, size=(3, 8, 8, 1), dtype=np.uint8)
+  rgba = np.concatenate([rgb, np.full_like(rgb[..., :1], 255)], axis=-1)
+  as_grey = np.round(tf.image.rgb_to_grayscale(rgb.astype(np.float32)).numpy()).astype(np.uint8)
+
+  colour_model, grey_model = _module(3), _module(1)
+
+  def same(module, a, b):
+    out_a, out_b = module.predict_images(tf.constant(a)), module.predict_images(tf.constant(b))
+    np.testing.assert_allclose(out_a["probabilities"], out_b["probabilities"], atol=1e-6)
+    np.testing.assert_allclose(out_a["embedding"], out_b["embedding"], atol=1e-5)
+
+  same(colour_model, grey, np.repeat(grey, 3, axis=-1))  # grey into an RGB model
+  same(colour_model, rgba, rgb)  # alpha dropped
+  same(grey_model, rgb, as_grey)  # RGB into a grey model
+  same(grey_model, np.repeat(np.repeat(grey, 4, axis=1), 4, axis=2), grey)  # 32×32 → 8×8
+  # A different size is resized as the training pipeline resizes it.
+  odd = rng.integers(0, 256, size=(2, 13, 21, 3), dtype=np.uint8)
+  resized = np.stack([data.resize_uint8(tf.constant(image), 8).numpy() for image in odd])
+  same(colour_model, odd, resized)
+  assert colour_model.predict_images(tf.constant(odd))["cluster"].shape == (2,)
+  # Encoded files decode to what the uint8 signature sees: grey PNG, RGB PNG, RGBA PNG, JPEG.
+  for module, images in ((colour_model, grey), (colour_model, rgba), (grey_model, rgb)):
+    encoded = [tf.io.encode_png(image).numpy() for image in images]
+    np.testing.assert_allclose(module.predict_encoded(tf.constant(encoded))["probabilities"],
+                               module.predict_images(tf.constant(images))["probabilities"], atol=1e-6)
+  jpeg = [tf.io.encode_jpeg(image).numpy() for image in rgb]
+  decoded = np.stack([tf.io.decode_jpeg(j).numpy() for j in jpeg])
+  np.testing.assert_allclose(colour_model.predict_encoded(tf.constant(jpeg))["probabilities"],
+                             colour_model.predict_images(tf.constant(decoded))["probabilities"],
+                             atol=1e-6)
+
+
+def test_client_retries_unavailable_with_backoff_then_reports_it():
+  client = client_lib.Client(f"localhost:{_free_port()}", "digits", timeout=5, attempts=3)
+  started = time.time()
+  with pytest.raises(grpc.RpcError) as error:
+    client.status()
+  client.close()
+  assert error.value.code() == grpc.StatusCode.UNAVAILABLE
+  assert time.time() - started >= 0.2 + 0.4  # two waits before the third and last attempt
