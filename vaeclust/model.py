@@ -21,6 +21,7 @@ from vaeclust import losses
 from vaeclust import networks
 from vaeclust import prior as prior_lib
 from vaeclust.lib import augment
+from vaeclust.lib import distribute
 
 tfd = tfp.distributions
 
@@ -194,11 +195,11 @@ class VariationalClustering(keras.Model):
       if "consistency" in terms:
         per_example += c.consistency_weight * terms["consistency"]
       loss = tf.nn.compute_average_loss(per_example)
-      mean_probs = _global_batch_mean(probs)
+      mean_probs = distribute.global_batch_mean(probs)
       balance = losses.balance_kl(mean_probs)
       if c.balance_weight:
         # Each replica adds the same global term; gradients of the all-reduce sum them back once.
-        loss += c.balance_weight * balance / _num_replicas()
+        loss += c.balance_weight * balance / distribute.num_replicas()
     self._apply(tape, loss)
     logs = {name: tf.reduce_mean(value) for name, value in terms.items()}
     logs.update(loss=tf.reduce_mean(per_example) + c.balance_weight * balance, balance_kl=balance,
@@ -248,15 +249,3 @@ class VariationalClustering(keras.Model):
     z = self.prior.means[:, None] + tf.linalg.matvec(self.prior.scale_tril[:, None], eps)
     decoded = self.decode_mean(tf.reshape(z, [k * per_cluster, -1]))
     return tf.reshape(decoded, [k, per_cluster] + decoded.shape[1:].as_list())
-
-
-def _num_replicas():
-  return tf.distribute.get_replica_context().num_replicas_in_sync
-
-
-def _global_batch_mean(probs):
-  """Mean of [B, K] probabilities over the global batch (all-reduced across replicas)."""
-  ctx = tf.distribute.get_replica_context()
-  total = ctx.all_reduce(tf.distribute.ReduceOp.SUM, tf.reduce_sum(probs, axis=0))
-  count = ctx.all_reduce(tf.distribute.ReduceOp.SUM, tf.cast(tf.shape(probs)[0], tf.float32))
-  return total / count
