@@ -114,6 +114,7 @@ class C3GAN(keras.Model):
     """z, codes (int, without replacement within the batch when there are enough codes), code
     noise and the foreground's affine transforms for `batch` fake images."""
     c = self.config
+    batch = tf.convert_to_tensor(batch, tf.int32)
     z = self.rng.normal([batch, c.z_dim])
     codes = tf.cond(
         batch <= c.num_codes,

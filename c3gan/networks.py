@@ -145,8 +145,9 @@ def discriminator(image_size: int, channels: int, d_filters: Sequence[int], embe
       x = _batch_norm()(x)
     x = keras.layers.LeakyReLU(0.2)(x)
   x = keras.layers.LeakyReLU(0.2)(_batch_norm()(_conv(d_filters[-1], 3)(x)))
-  logit = keras.layers.Conv2D(1, 4, strides=4, kernel_initializer=_orthogonal())(x)
+  logit = keras.layers.Conv2D(1, 4, strides=4, kernel_initializer=_orthogonal(), name="real_fake")(x)
   e = keras.layers.LeakyReLU(0.2)(_batch_norm()(_conv(d_filters[-1], 3)(x)))
-  embedding = keras.layers.Conv2D(embedding_dim, 4, strides=4, kernel_initializer=_orthogonal())(e)
+  embedding = keras.layers.Conv2D(embedding_dim, 4, strides=4, kernel_initializer=_orthogonal(),
+                                  name="embedding")(e)
   return keras.Model(images, [keras.layers.Flatten()(logit)[:, 0], keras.layers.Flatten()(embedding)],
                      name="discriminator")
