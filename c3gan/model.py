@@ -7,6 +7,7 @@ cosine, to its own code's centroid (InfoNCE), so that two views of a real image 
 (NT-Xent), and so that real images are confidently and evenly assigned; the generator is trained
 adversarially and through the same InfoNCE. Cluster of an image = argmax_k cos(h(x), l_k).
 """
+import contextlib
 import dataclasses
 import math
 from typing import Tuple
@@ -164,9 +165,10 @@ class C3GAN(keras.Model):
     real, view = self.views(images)
     with tf.GradientTape() as tape:
       real_logit, real_embedding = self.discriminator(real, training=True)
-      _, view_embedding = self.discriminator(view, training=True)
-      fake_logit, fake_embedding = self.discriminator(fake_images, training=True)
-      _, masked_embedding = self.discriminator(masked, training=True)
+      with self._real_image_statistics():
+        _, view_embedding = self.discriminator(view, training=True)
+        fake_logit, fake_embedding = self.discriminator(fake_images, training=True)
+        _, masked_embedding = self.discriminator(masked, training=True)
       centroids = self.centroids()
       real_logits = losses.cosine_logits(real_embedding, centroids, c.temperature)
       terms = {
@@ -201,8 +203,9 @@ class C3GAN(keras.Model):
     sample = self.sample_latents(batch)
     with tf.GradientTape() as tape:
       fake = self.generate(sample, training=True)
-      fake_logit, fake_embedding = self.discriminator(fake["image"], training=True)
-      _, masked_embedding = self.discriminator(fake["masked"], training=True)
+      with self._real_image_statistics():
+        fake_logit, fake_embedding = self.discriminator(fake["image"], training=True)
+        _, masked_embedding = self.discriminator(fake["masked"], training=True)
       centroids = self.centroids()
       terms = {
           "g_adversarial": -fake_logit,
@@ -222,6 +225,17 @@ class C3GAN(keras.Model):
     logs.update(g_loss=tf.reduce_mean(per_example),
                 mask_mean=tf.reduce_mean(fake["raw_mask"]))
     return logs
+
+  @contextlib.contextmanager
+  def _real_image_statistics(self):
+    """D calls inside normalise by their batch but leave D's batch-norm moving statistics as they
+    were: inference normalises real images, so the statistics must come from real images only
+    (with fakes and views mixed in, short runs put every real image in one cluster)."""
+    statistics = self.discriminator.non_trainable_variables
+    saved = [tf.identity(v) for v in statistics]
+    yield
+    for variable, value in zip(statistics, saved):
+      variable.assign(value)
 
   def train_step(self, data):
     """A D step on the replica's batch, then a G step on as many fresh fakes."""

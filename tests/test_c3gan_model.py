@@ -163,9 +163,11 @@ def _moved(before, variables):
 
 
 def test_d_step_trains_only_d_and_centroids_and_g_step_only_g():
-  model = _model()
+  model = _model(flip=False)
   images = tf.random.uniform([6, 16, 16, 1], seed=2)
   d_before, g_before = _snapshot(model.d_variables), _snapshot(model.g_variables)
+  statistics = model.discriminator.non_trainable_variables
+  statistics_before = _snapshot(statistics)
   logs = tf.function(model.d_step)(images)
   assert all(np.isfinite(float(v)) for v in logs.values())
   still = [v.path for v, m in zip(model.d_variables, _moved(d_before, model.d_variables)) if not m]
@@ -175,6 +177,14 @@ def test_d_step_trains_only_d_and_centroids_and_g_step_only_g():
   assert not any(_moved(g_before, model.g_variables))
   assert int(model.d_optimizer.iterations.numpy()) == 1
   assert int(model.g_optimizer.iterations.numpy()) == 0
+  # D's batch-norm moving statistics follow the real images only
+  model_alone = _model(flip=False)  # the same initial weights
+  model_alone.discriminator(images * 2 - 1, training=True)
+  for after, alone, before in zip(statistics, model_alone.discriminator.non_trainable_variables,
+                                  statistics_before):
+    np.testing.assert_allclose(after.numpy(), alone.numpy(), rtol=1e-5, atol=1e-6)
+    assert not np.allclose(after.numpy(), before)
+  statistics_before = _snapshot(statistics)
 
   d_before, g_before = _snapshot(model.d_variables), _snapshot(model.g_variables)
   logs = tf.function(model.g_step)(6)
@@ -182,6 +192,7 @@ def test_d_step_trains_only_d_and_centroids_and_g_step_only_g():
   g_moved = _moved(g_before, model.g_variables)
   assert all(g_moved), [v.path for v, m in zip(model.g_variables, g_moved) if not m]
   assert not any(_moved(d_before, model.d_variables))
+  assert not any(_moved(statistics_before, statistics))
   assert int(model.g_optimizer.iterations.numpy()) == 1
 
 
