@@ -53,6 +53,10 @@ flags.DEFINE_list("view_jitter", ["0.4", "0.4", "0.4", "0.1"],
                   "Colour jitter of the contrastive view: brightness, contrast, saturation, hue.")
 flags.DEFINE_float("view_jitter_probability", 0.8, "Probability of colour jitter per view.")
 flags.DEFINE_float("view_grayscale_probability", 0.2, "Probability of a grey view (colour images).")
+flags.DEFINE_float("view_rotation", 0.0, "Largest random rotation of the contrastive view, degrees "
+                   "(0 as in the reference; helps digits, whose crops and colours vary little).")
+flags.DEFINE_float("view_shift", 0.0, "Largest random shift of the contrastive view, image fraction "
+                   "(0 as in the reference).")
 flags.DEFINE_float("d_learning_rate", 2e-4, "Adam learning rate of the discriminator and centroids.")
 flags.DEFINE_float("g_learning_rate", 2e-4, "Adam learning rate of the generators.")
 flags.DEFINE_float("beta_1", 0.5, "Adam β1 of both optimizers.")
@@ -86,7 +90,7 @@ for _name in ("temperature", "contrastive_temperature", "d_learning_rate", "g_le
   flags.register_validator(_name, lambda v: v > 0, message=f"--{_name} must be > 0.")
 for _name in ("info_weight", "info_fg_weight", "contrastive_weight", "entropy_weight",
               "balance_weight", "adversarial_weight", "mask_area_weight", "mask_binary_weight",
-              "fg_rotation", "fg_shift"):
+              "fg_rotation", "fg_shift", "view_rotation", "view_shift"):
   flags.register_validator(_name, lambda v: v >= 0, message=f"--{_name} must be >= 0.")
 for _name in ("beta_1", "beta_2", "view_jitter_probability", "view_grayscale_probability"):
   flags.register_validator(_name, lambda v: 0 <= v <= 1, message=f"--{_name} must be in [0, 1].")
@@ -134,7 +138,8 @@ def config_from_flags(info: data.DatasetInfo) -> c3gan_model.Config:
       fg_rotation=FLAGS.fg_rotation, fg_shift=FLAGS.fg_shift, flip=FLAGS.flip,
       view_crop_scale=floats(FLAGS.view_crop_scale), view_jitter=floats(FLAGS.view_jitter),
       view_jitter_probability=FLAGS.view_jitter_probability,
-      view_grayscale_probability=FLAGS.view_grayscale_probability, seed=FLAGS.seed)
+      view_grayscale_probability=FLAGS.view_grayscale_probability,
+      view_rotation=FLAGS.view_rotation, view_shift=FLAGS.view_shift, seed=FLAGS.seed)
 
 
 def log_pictures(model, writer, step: int):

@@ -53,6 +53,8 @@ class Config:
   view_jitter: Tuple[float, float, float, float] = (0.4, 0.4, 0.4, 0.1)
   view_jitter_probability: float = 0.8
   view_grayscale_probability: float = 0.2
+  view_rotation: float = 0.0  # degrees of a random rotation of the contrastive view (not in the
+  view_shift: float = 0.0  # reference; for digits, whose crops and colours vary little)
   seed: int = 0
 
   @property
@@ -153,6 +155,8 @@ class C3GAN(keras.Model):
     first = augment.random_flip(images, self.rng) if c.flip else images
     second = augment.contrastive_view(images, self.rng, c.view_crop_scale, c.view_jitter,
                                       c.view_jitter_probability, c.view_grayscale_probability, c.flip)
+    if c.view_rotation or c.view_shift:
+      second = augment.random_affine(second, self.rng, (1.0, 1.0), c.view_rotation, c.view_shift)
     return first * 2.0 - 1.0, second * 2.0 - 1.0
 
   def d_step(self, images):
