@@ -131,8 +131,9 @@ def main(argv):
       results["C3-GAN"].append(run_c3gan(seed))
       results["k-means (pixels)"].append(run_kmeans(x, y, k, seed))
       print(f"seed {seed}: " + "; ".join(
-          f"{m} acc {r[-1]['acc']:.3f} nmi {r[-1]['nmi']:.3f} ari {r[-1]['ari']:.3f}"
-          for m, r in results.items()), flush=True)
+          f"{m} acc {r[-1]['acc']:.3f} nmi {r[-1]['nmi']:.3f} ari {r[-1]['ari']:.3f} "
+          f"({r[-1]['seconds']:.0f} s)" for m, r in results.items())
+            + f"; C3-GAN {results['C3-GAN'][-1]['steps_per_second']:.2f} steps/s", flush=True)
     print(f"\n{FLAGS.config}, {len(seeds)} seeds ({', '.join(FLAGS.seeds)}), mean ± std.\n")
     print("| method | ACC | NMI | ARI | many-to-one ACC | train steps/s | wall time per seed |")
     print("|---|---|---|---|---|---|---|")

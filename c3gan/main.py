@@ -66,9 +66,8 @@ flags.DEFINE_integer("eval_every", 0, "Also score the clustering every this many
 flags.DEFINE_integer("picture_codes", 10, "Codes (rows) in the TensorBoard pictures of generated images.")
 
 
-def _is_int_list(values, count=None):
-  return (all(v.isdigit() and int(v) > 0 for v in values) and len(values) >= 1
-          and (count is None or len(values) == count))
+def _is_int_list(values):
+  return len(values) >= 1 and all(v.isdigit() and int(v) > 0 for v in values)
 
 
 def _is_range(values, low=0.0, high=float("inf")):

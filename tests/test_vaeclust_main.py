@@ -2,6 +2,7 @@
 import csv
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -82,7 +83,9 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(tmp_path):
 
 
 def _latest_step(model_dir):
-  steps = [int(n.split("-")[1].split(".")[0]) for n in os.listdir(model_dir) if n.startswith("ckpt-")]
+  """Newest finished checkpoint (TF writes ckpt-N_temp/ first, then renames to ckpt-N.index)."""
+  finished = (re.match(r"ckpt-(\d+)\.index$", name) for name in os.listdir(model_dir))
+  steps = [int(m.group(1)) for m in finished if m]
   return max(steps, default=-1)
 
 
