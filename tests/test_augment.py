@@ -50,3 +50,67 @@ def test_random_affine_is_reproducible_from_the_generator_seed():
   b = augment.random_affine(images, tf.random.Generator.from_seed(7), (0.9, 1.1), 10, 0.1)
   np.testing.assert_array_equal(a, b)
   assert not np.allclose(a, images)
+
+
+def test_full_area_square_crop_keeps_the_image():
+  images = tf.random.uniform([3, 8, 8, 3], seed=1)
+  out = augment.random_resized_crop(images, tf.random.Generator.from_seed(0), (1.0, 1.0), (1.0, 1.0))
+  np.testing.assert_allclose(out, images, atol=1e-5)
+
+
+def test_half_area_crop_is_an_upsampled_part_of_the_image():
+  # A horizontal ramp: a crop of width w starting at x0 is again a ramp with slope w.
+  ramp = tf.tile(tf.reshape(tf.linspace(0.0, 1.0, 16), [1, 1, 16, 1]), [4, 16, 1, 1])
+  out = augment.random_resized_crop(ramp, tf.random.Generator.from_seed(3), (0.25, 0.25),
+                                    (1.0, 1.0)).numpy()
+  slopes = (out[:, :, -1, 0] - out[:, :, 0, 0]).mean(axis=1)
+  np.testing.assert_allclose(slopes, 0.5, atol=1e-4)  # side sqrt(0.25) = half the width
+  assert np.all(out[:, :, 0, 0] >= 0) and np.all(out[:, :, -1, 0] <= 1)
+
+
+def test_flip_mirrors_about_half_of_the_images():
+  images = tf.random.uniform([200, 4, 4, 1], seed=2)
+  out = augment.random_flip(images, tf.random.Generator.from_seed(0)).numpy()
+  mirrored = np.all(np.isclose(out, images.numpy()[:, :, ::-1]), axis=(1, 2, 3))
+  kept = np.all(out == images.numpy(), axis=(1, 2, 3))
+  assert np.all(mirrored | kept) and 70 < mirrored.sum() < 130
+
+
+def test_adjust_colors_against_hand_computation():
+  rgb = np.array([[0.2, 0.4, 0.6], [0.5, 0.5, 0.1]], np.float32).reshape(1, 1, 2, 3)
+  luma = rgb @ np.array([0.2989, 0.587, 0.114], np.float32)
+  out = augment.adjust_colors(tf.constant(rgb), [1.5], [1.0], [1.0], [0.0]).numpy()
+  np.testing.assert_allclose(out, np.clip(rgb * 1.5, 0, 1), atol=1e-5)
+  out = augment.adjust_colors(tf.constant(rgb), [1.0], [0.5], [1.0], [0.0]).numpy()
+  np.testing.assert_allclose(out, (rgb - luma.mean()) * 0.5 + luma.mean(), atol=1e-3)
+  out = augment.adjust_colors(tf.constant(rgb), [1.0], [1.0], [0.0], [0.0]).numpy()
+  np.testing.assert_allclose(out, np.repeat(luma[..., None], 3, axis=-1), atol=1e-3)
+  # a third of the colour circle turns red into green
+  red = tf.constant([[[[1.0, 0.0, 0.0]]]])
+  np.testing.assert_allclose(augment.adjust_colors(red, [1.0], [1.0], [1.0], [1 / 3]), [[[[0, 1, 0]]]],
+                             atol=1e-5)
+
+
+def test_grey_images_only_get_brightness_and_contrast():
+  grey = tf.random.uniform([2, 4, 4, 1], seed=4)
+  out = augment.adjust_colors(grey, [1.0, 1.0], [1.0, 1.0], [0.0, 0.0], [0.3, 0.3])
+  np.testing.assert_allclose(out, grey, atol=1e-6)
+  view = augment.contrastive_view(grey, tf.random.Generator.from_seed(0), (0.5, 1.0),
+                                  (0.4, 0.4, 0.4, 0.1), 0.8, 0.2)
+  assert view.shape == grey.shape and float(tf.reduce_min(view)) >= 0 and float(tf.reduce_max(view)) <= 1
+
+
+def test_random_grayscale_makes_equal_channels_with_its_probability():
+  images = tf.random.uniform([100, 4, 4, 3], seed=5)
+  out = augment.random_grayscale(images, tf.random.Generator.from_seed(0), 0.3).numpy()
+  grey = np.all(np.isclose(out[..., 0], out[..., 2]), axis=(1, 2))
+  assert 15 < grey.sum() < 45
+  np.testing.assert_array_equal(out[~grey], images.numpy()[~grey])
+
+
+def test_contrastive_view_is_reproducible_from_the_generator_seed():
+  images = tf.random.uniform([4, 8, 8, 3], seed=6)
+  a, b = (augment.contrastive_view(images, tf.random.Generator.from_seed(9), (0.2, 1.0),
+                                   (0.4, 0.4, 0.4, 0.1), 0.8, 0.2) for _ in range(2))
+  np.testing.assert_array_equal(a, b)
+  assert not np.allclose(a, images)

@@ -83,9 +83,10 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(tmp_path):
 
 
 def _latest_step(model_dir):
-  # Only finished checkpoints: a save in progress writes ckpt-N_temp/ first.
-  found = (re.fullmatch(r"ckpt-(\d+)\.index", name) for name in os.listdir(model_dir))
-  return max((int(match.group(1)) for match in found if match), default=-1)
+  """Newest finished checkpoint (TF writes ckpt-N_temp/ first, then renames to ckpt-N.index)."""
+  finished = (re.match(r"ckpt-(\d+)\.index$", name) for name in os.listdir(model_dir))
+  steps = [int(m.group(1)) for m in finished if m]
+  return max(steps, default=-1)
 
 
 @pytest.mark.parametrize("flag, message", [

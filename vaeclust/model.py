@@ -21,6 +21,7 @@ from vaeclust import losses
 from vaeclust import networks
 from vaeclust import prior as prior_lib
 from vaeclust.lib import augment
+from vaeclust.lib import distribute
 
 tfd = tfp.distributions
 
@@ -194,11 +195,11 @@ class VariationalClustering(keras.Model):
       if "consistency" in terms:
         per_example += c.consistency_weight * terms["consistency"]
       loss = tf.nn.compute_average_loss(per_example)
-      mean_probs = _global_batch_mean(probs)
+      mean_probs = distribute.global_batch_mean(probs)
       balance = losses.balance_kl(mean_probs)
       if c.balance_weight:
         # Each replica adds the same global term; gradients of the all-reduce sum them back once.
-        loss += c.balance_weight * balance / _num_replicas()
+        loss += c.balance_weight * balance / distribute.num_replicas()
     self._apply(tape, loss)
     logs = {name: tf.reduce_mean(value) for name, value in terms.items()}
     logs.update(loss=tf.reduce_mean(per_example) + c.balance_weight * balance, balance_kl=balance,
@@ -251,14 +252,3 @@ def from_run(run: dict) -> VariationalClustering:
   return VariationalClustering(
       Config(**{k: tuple(v) if isinstance(v, list) else v for k, v in run["model"].items()}))
 
-
-def _num_replicas():
-  return tf.distribute.get_replica_context().num_replicas_in_sync
-
-
-def _global_batch_mean(probs):
-  """Mean of [B, K] probabilities over the global batch (all-reduced across replicas)."""
-  ctx = tf.distribute.get_replica_context()
-  total = ctx.all_reduce(tf.distribute.ReduceOp.SUM, tf.reduce_sum(probs, axis=0))
-  count = ctx.all_reduce(tf.distribute.ReduceOp.SUM, tf.cast(tf.shape(probs)[0], tf.float32))
-  return total / count

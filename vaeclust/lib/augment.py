@@ -40,3 +40,81 @@ def random_affine(images, rng: tf.random.Generator, scale_range: Sequence[float]
   angle = rng.uniform([batch], -max_angle, max_angle)
   shift = rng.uniform([2, batch], -max_shift, max_shift)
   return warp(images, affine_transforms(scale, angle, shift[0], shift[1], height, width))
+
+
+def random_resized_crop(images, rng: tf.random.Generator, scale_range: Sequence[float],
+                        ratio_range: Sequence[float] = (3 / 4, 4 / 3)):
+  """Crops each image to a random box (area fraction in scale_range, aspect ratio in ratio_range,
+  log-uniform) and resizes it back to the input size, bilinearly."""
+  batch = tf.shape(images)[0]
+  area = rng.uniform([batch], scale_range[0], scale_range[1])
+  log_ratio = rng.uniform([batch], math.log(ratio_range[0]), math.log(ratio_range[1]))
+  ratio = tf.exp(log_ratio)
+  width = tf.minimum(tf.sqrt(area * ratio), 1.0)
+  height = tf.minimum(tf.sqrt(area / ratio), 1.0)
+  offsets = rng.uniform([2, batch], 0.0, 1.0)
+  top, left = offsets[0] * (1.0 - height), offsets[1] * (1.0 - width)
+  boxes = tf.stack([top, left, top + height, left + width], axis=-1)
+  return tf.image.crop_and_resize(images, boxes, tf.range(batch), tf.shape(images)[1:3])
+
+
+def random_flip(images, rng: tf.random.Generator):
+  """Mirrors each image left-right with probability 1/2."""
+  flip = rng.uniform([tf.shape(images)[0], 1, 1, 1]) < 0.5
+  return tf.where(flip, tf.reverse(images, axis=[2]), images)
+
+
+def _gray(images):
+  """Luma of [B, H, W, C] images (C = 1 or 3), keeping a channel axis of 1."""
+  if images.shape[-1] == 1:
+    return images
+  return tf.image.rgb_to_grayscale(images)
+
+
+def adjust_colors(images, brightness, contrast, saturation, hue):
+  """Per-image colour change of [0, 1] images: multiply by `brightness`, scale the distance to the
+  image's mean luma by `contrast` and to each pixel's luma by `saturation`, rotate hue by `hue`
+  (a fraction of the colour circle). Factors are [B]; saturation and hue only touch colour images."""
+  def per_image(v):
+    return tf.reshape(tf.cast(v, images.dtype), [-1, 1, 1, 1])
+
+  images = tf.clip_by_value(images * per_image(brightness), 0.0, 1.0)
+  mean = tf.reduce_mean(_gray(images), axis=[1, 2, 3], keepdims=True)
+  images = tf.clip_by_value((images - mean) * per_image(contrast) + mean, 0.0, 1.0)
+  if images.shape[-1] == 3:
+    gray = _gray(images)
+    images = tf.clip_by_value((images - gray) * per_image(saturation) + gray, 0.0, 1.0)
+    hsv = tf.image.rgb_to_hsv(images)
+    rotated = tf.math.floormod(hsv[..., :1] + per_image(hue), 1.0)
+    images = tf.image.hsv_to_rgb(tf.concat([rotated, hsv[..., 1:]], axis=-1))
+  return images
+
+
+def random_color_jitter(images, rng: tf.random.Generator, brightness: float, contrast: float,
+                        saturation: float, hue: float, probability: float):
+  """With `probability` per image, adjust_colors with factors U(1 ± strength) and hue U(± hue)."""
+  batch = tf.shape(images)[0]
+  factors = rng.uniform([3, batch], -1.0, 1.0)
+  hue_shift = rng.uniform([batch], -hue, hue) if hue else tf.zeros([batch])
+  jittered = adjust_colors(images, 1.0 + brightness * factors[0], 1.0 + contrast * factors[1],
+                           1.0 + saturation * factors[2], hue_shift)
+  apply = rng.uniform([batch, 1, 1, 1]) < probability
+  return tf.where(apply, jittered, images)
+
+
+def random_grayscale(images, rng: tf.random.Generator, probability: float):
+  """With `probability` per image, replaces a colour image by its luma in every channel."""
+  apply = rng.uniform([tf.shape(images)[0], 1, 1, 1]) < probability
+  return tf.where(apply, tf.broadcast_to(_gray(images), tf.shape(images)), images)
+
+
+def contrastive_view(images, rng: tf.random.Generator, crop_scale: Sequence[float],
+                     jitter: Sequence[float], jitter_probability: float,
+                     grayscale_probability: float, flip: bool = True):
+  """A SimCLR view of [0, 1] images: random resized crop, flip (unless flip=False), colour jitter
+  (brightness, contrast, saturation, hue), random grayscale."""
+  images = random_resized_crop(images, rng, crop_scale)
+  if flip:
+    images = random_flip(images, rng)
+  images = random_color_jitter(images, rng, *jitter, probability=jitter_probability)
+  return random_grayscale(images, rng, grayscale_probability)

@@ -61,3 +61,17 @@ def writable_dir(model_dir: str, strategy: tf.distribute.Strategy) -> str:
   resolver = strategy.cluster_resolver
   return os.path.join(tempfile.gettempdir(), f"worker_{resolver.task_type}_{resolver.task_id}",
                       os.path.basename(os.path.normpath(model_dir)))
+
+
+def num_replicas() -> int:
+  """Replicas in sync, from inside a replica context (a step function)."""
+  return tf.distribute.get_replica_context().num_replicas_in_sync
+
+
+def global_batch_mean(values):
+  """Mean of [B, K] values over the global batch (all-reduced across replicas), from inside a
+  step function."""
+  ctx = tf.distribute.get_replica_context()
+  total = ctx.all_reduce(tf.distribute.ReduceOp.SUM, tf.reduce_sum(values, axis=0))
+  count = ctx.all_reduce(tf.distribute.ReduceOp.SUM, tf.cast(tf.shape(values)[0], tf.float32))
+  return total / count

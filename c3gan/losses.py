@@ -1,0 +1,61 @@
+"""C3-GAN loss terms, one value per example (float32) unless stated, so callers average them over
+the global batch; batch-level terms say so."""
+import tensorflow as tf
+
+
+def cosine_logits(embeddings, centroids, temperature: float):
+  """s_k(x) = cos(h(x), l_k) / τ: [B, E] × [Y, E] → [B, Y]."""
+  return tf.matmul(tf.math.l2_normalize(embeddings, axis=-1),
+                   tf.math.l2_normalize(centroids, axis=-1), transpose_b=True) / temperature
+
+
+def info_nce(embeddings, centroids, codes, temperature: float):
+  """Cross-entropy of each fake image's own code among all centroids (InfoNCE with the other
+  codes' centroids as negatives). codes: int [B]."""
+  logits = cosine_logits(embeddings, centroids, temperature)
+  return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=codes, logits=logits)
+
+
+def nt_xent(first, second, temperature: float):
+  """SimCLR's NT-Xent over the 2B views [first; second] ([B, E] each): for each view, the other
+  view of the same image against the other 2B − 2 views, cosine similarity / τ. Returns [2B]."""
+  views = tf.math.l2_normalize(tf.concat([first, second], axis=0), axis=-1)
+  n = tf.shape(views)[0]
+  similarity = tf.matmul(views, views, transpose_b=True) / temperature
+  similarity = tf.where(tf.eye(n, dtype=tf.bool), tf.constant(-1e9, similarity.dtype), similarity)
+  half = n // 2
+  positives = tf.concat([tf.range(half, n), tf.range(0, half)], axis=0)
+  return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=positives, logits=similarity)
+
+
+def entropy(logits):
+  """H(softmax(logits)) per row, from log_softmax (stable for confident rows)."""
+  log_p = tf.nn.log_softmax(logits, axis=-1)
+  return -tf.reduce_sum(tf.exp(log_p) * log_p, axis=-1)
+
+
+def balance_entropy(mean_probabilities):
+  """−H(mean_i p(·|x_i)) for the batch-mean posterior [Y] (batch-level, scalar): lowest when
+  images spread evenly over the clusters."""
+  p = tf.clip_by_value(mean_probabilities, 1e-12, 1.0)
+  return tf.reduce_sum(p * tf.math.log(p))
+
+
+def hinge_real(logits):
+  return tf.nn.relu(1.0 - logits)
+
+
+def hinge_fake(logits):
+  return tf.nn.relu(1.0 + logits)
+
+
+def mask_area(masks, low: float, high: float):
+  """max(0, low − m̄) + max(0, m̄ − high) with m̄ each mask's mean ([B, H, W, 1] → [B])."""
+  area = tf.reduce_mean(masks, axis=[1, 2, 3])
+  return tf.nn.relu(low - area) + tf.nn.relu(area - high)
+
+
+def mask_binarization(masks):
+  """Mean binary entropy of each mask's pixels: pushes the mask to 0/1."""
+  m = tf.clip_by_value(masks, 1e-6, 1.0 - 1e-6)
+  return tf.reduce_mean(-m * tf.math.log(m) - (1.0 - m) * tf.math.log(1.0 - m), axis=[1, 2, 3])

@@ -1,0 +1,272 @@
+"""C3-GAN: clusters are the discriminator's embedding space, centred on the generator's codes.
+
+A generator draws a background from z and a foreground + mask from (z, one-hot code c); the
+discriminator D gives a real/fake logit and an embedding h(x). A learnable table maps each code to
+a centroid l_c in that space. D (with the centroids) is trained so that h(fake) is closest, by
+cosine, to its own code's centroid (InfoNCE), so that two views of a real image embed alike
+(NT-Xent), and so that real images are confidently and evenly assigned; the generator is trained
+adversarially and through the same InfoNCE. Cluster of an image = argmax_k cos(h(x), l_k).
+"""
+import contextlib
+import dataclasses
+import math
+from typing import Tuple
+
+import keras
+import tensorflow as tf
+
+from c3gan import losses
+from c3gan import networks
+from vaeclust.lib import augment
+from vaeclust.lib import distribute
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+  """Hyper-parameters of the model and its objective (one flag each in c3gan.main); defaults are
+  the reference's."""
+  image_size: int
+  channels: int
+  num_clusters: int  # classes K; the model has num_clusters × over_clustering codes
+  over_clustering: int = 1
+  z_dim: int = 64
+  code_noise_dim: int = 8
+  g_filters: Tuple[int, ...] = (512, 256, 128, 64, 16, 16)  # 4×4, then one per ×2 step
+  d_filters: Tuple[int, ...] = (64, 128, 256, 512, 512)  # one per stride-2 conv
+  embedding_dim: int = 512
+  temperature: float = 0.1  # of the cosine cluster logits (InfoNCE and inference)
+  contrastive_temperature: float = 0.1
+  info_weight: float = 5.0
+  info_fg_weight: float = 1.0
+  contrastive_weight: float = 1.0
+  entropy_weight: float = 0.1  # mean per-image entropy of real images' posteriors (confident)
+  balance_weight: float = 0.1  # −entropy of the batch-mean posterior (balanced)
+  adversarial_weight: float = 1.0
+  mask_area_weight: float = 1.0
+  mask_binary_weight: float = 1.0
+  mask_area_range: Tuple[float, float] = (0.1, 0.9)
+  fg_scale: Tuple[float, float] = (0.8, 1.5)  # random affine of foreground and mask
+  fg_rotation: float = 15.0  # degrees
+  fg_shift: float = 0.15  # fraction of the image size
+  flip: bool = True  # mirror real images and their contrastive view
+  view_crop_scale: Tuple[float, float] = (0.2, 1.0)
+  view_jitter: Tuple[float, float, float, float] = (0.4, 0.4, 0.4, 0.1)
+  view_jitter_probability: float = 0.8
+  view_grayscale_probability: float = 0.2
+  view_rotation: float = 0.0  # degrees of a random rotation of the contrastive view (not in the
+  view_shift: float = 0.0  # reference; for digits, whose crops and colours vary little)
+  seed: int = 0
+
+  @property
+  def num_codes(self) -> int:
+    return self.num_clusters * self.over_clustering
+
+
+class C3GAN(keras.Model):
+  """Generators, discriminator and centroids, with a D step then a G step per batch."""
+
+  def __init__(self, config: Config, **kwargs):
+    super().__init__(**kwargs)
+    self.config = c = config
+    self.background_generator = networks.background_generator(
+        c.z_dim, c.image_size, c.channels, c.g_filters)
+    self.foreground_generator = networks.foreground_generator(
+        c.z_dim, c.num_codes, c.code_noise_dim, c.image_size, c.channels, c.g_filters)
+    self.discriminator = networks.discriminator(c.image_size, c.channels, c.d_filters, c.embedding_dim)
+    # l_k = W[k] + b: one row of a learnable table per code, trained with D.
+    self.centroid_table = keras.layers.Dense(c.embedding_dim, name="centroids",
+                                             kernel_initializer=keras.initializers.Orthogonal())
+    self.centroid_table.build((None, c.num_codes))
+    self.rng = tf.random.Generator.from_seed(c.seed)
+    self.d_optimizer = None
+    self.g_optimizer = None
+    self.built = True
+
+  @property
+  def d_variables(self):
+    return self.discriminator.trainable_variables + self.centroid_table.trainable_variables
+
+  @property
+  def g_variables(self):
+    return (self.background_generator.trainable_variables
+            + self.foreground_generator.trainable_variables)
+
+  def set_optimizers(self, d_optimizer, g_optimizer):
+    """Gives D (+ centroids) and G one optimizer each and creates their slots up front."""
+    self.d_optimizer, self.g_optimizer = d_optimizer, g_optimizer
+    d_optimizer.build(self.d_variables)
+    g_optimizer.build(self.g_variables)
+
+  # ----- inference -------------------------------------------------------------------------------
+
+  def centroids(self):
+    return self.centroid_table(tf.eye(self.config.num_codes))
+
+  def cluster_logits(self, embeddings):
+    return losses.cosine_logits(embeddings, self.centroids(), self.config.temperature)
+
+  def call(self, images, training=False):
+    """images float [B, H, W, C] in [0, 1] → cluster logits/probabilities over the codes and h(x)."""
+    _, embedding = self.discriminator(images * 2.0 - 1.0, training=training)
+    logits = self.cluster_logits(embedding)
+    return {"logits": logits, "probabilities": tf.nn.softmax(logits), "embedding": embedding}
+
+  # ----- generation ------------------------------------------------------------------------------
+
+  def sample_latents(self, batch):
+    """z, codes (int, without replacement within the batch when there are enough codes), code
+    noise and the foreground's affine transforms for `batch` fake images."""
+    c = self.config
+    batch = tf.convert_to_tensor(batch, tf.int32)
+    z = self.rng.normal([batch, c.z_dim])
+    codes = tf.cond(
+        batch <= c.num_codes,
+        lambda: tf.argsort(self.rng.uniform([c.num_codes]))[:batch],
+        lambda: self.rng.uniform([batch], 0, c.num_codes, dtype=tf.int32))
+    codes = tf.ensure_shape(codes, [None])
+    code_noise = self.rng.normal([batch, c.code_noise_dim])
+    scale = self.rng.uniform([batch], c.fg_scale[0], c.fg_scale[1])
+    max_angle = c.fg_rotation * math.pi / 180.0
+    angle = self.rng.uniform([batch], -max_angle, max_angle)
+    shift = self.rng.uniform([2, batch], -c.fg_shift, c.fg_shift)
+    transforms = augment.affine_transforms(scale, angle, shift[0], shift[1], c.image_size, c.image_size)
+    return {"z": z, "codes": codes, "code_noise": code_noise, "transforms": transforms}
+
+  def generate(self, sample, training: bool):
+    """Images in [-1, 1]: background, foreground and mask (warped by sample["transforms"] when
+    given), their composition bg·(1−m) + fg·m, and the masked composition m·x̂."""
+    one_hot = tf.one_hot(sample["codes"], self.config.num_codes)
+    background = self.background_generator(sample["z"], training=training)
+    foreground, mask = self.foreground_generator([sample["z"], one_hot, sample["code_noise"]],
+                                                 training=training)
+    raw_mask = mask
+    if sample.get("transforms") is not None:
+      warped = augment.warp(tf.concat([foreground, mask], axis=-1), sample["transforms"])
+      foreground, mask = warped[..., :-1], warped[..., -1:]
+    image = background * (1.0 - mask) + foreground * mask
+    return {"background": background, "foreground": foreground, "mask": mask, "raw_mask": raw_mask,
+            "image": image, "masked": mask * image}
+
+  # ----- training --------------------------------------------------------------------------------
+
+  def views(self, images):
+    """The two views of real [0, 1] images for D, in [-1, 1]: (flipped) images and a SimCLR view."""
+    c = self.config
+    first = augment.random_flip(images, self.rng) if c.flip else images
+    second = augment.contrastive_view(images, self.rng, c.view_crop_scale, c.view_jitter,
+                                      c.view_jitter_probability, c.view_grayscale_probability, c.flip)
+    if c.view_rotation or c.view_shift:
+      second = augment.random_affine(second, self.rng, (1.0, 1.0), c.view_rotation, c.view_shift)
+    return first * 2.0 - 1.0, second * 2.0 - 1.0
+
+  def d_step(self, images):
+    """One update of D and the centroids on a replica's real [0, 1] images and as many fakes."""
+    c = self.config
+    batch = tf.shape(images)[0]
+    sample = self.sample_latents(batch)
+    fake = self.generate(sample, training=True)
+    fake_images, masked = tf.stop_gradient(fake["image"]), tf.stop_gradient(fake["masked"])
+    real, view = self.views(images)
+    with tf.GradientTape() as tape:
+      real_logit, real_embedding = self.discriminator(real, training=True)
+      with self._real_image_statistics():
+        _, view_embedding = self.discriminator(view, training=True)
+        fake_logit, fake_embedding = self.discriminator(fake_images, training=True)
+        _, masked_embedding = self.discriminator(masked, training=True)
+      centroids = self.centroids()
+      real_logits = losses.cosine_logits(real_embedding, centroids, c.temperature)
+      terms = {
+          "d_hinge_real": losses.hinge_real(real_logit),
+          "d_hinge_fake": losses.hinge_fake(fake_logit),
+          "d_info": losses.info_nce(fake_embedding, centroids, sample["codes"], c.temperature),
+          "d_info_fg": losses.info_nce(masked_embedding, centroids, sample["codes"], c.temperature),
+          "entropy": losses.entropy(real_logits),
+      }
+      per_example = (terms["d_hinge_real"] + terms["d_hinge_fake"] + c.info_weight * terms["d_info"]
+                     + c.info_fg_weight * terms["d_info_fg"] + c.entropy_weight * terms["entropy"])
+      contrastive = losses.nt_xent(real_embedding, view_embedding, c.contrastive_temperature)
+      mean_probabilities = distribute.global_batch_mean(tf.nn.softmax(real_logits))
+      balance = losses.balance_entropy(mean_probabilities)
+      # Each replica adds the same global term; gradients of the all-reduce sum them back once.
+      loss = (tf.nn.compute_average_loss(per_example)
+              + c.contrastive_weight * tf.nn.compute_average_loss(contrastive)
+              + c.balance_weight * balance / distribute.num_replicas())
+    grads = tape.gradient(loss, self.d_variables)
+    self.d_optimizer.apply_gradients(zip(grads, self.d_variables))
+    logs = {name: tf.reduce_mean(value) for name, value in terms.items()}
+    logs.update(
+        contrastive=tf.reduce_mean(contrastive), balance=balance,
+        d_loss=tf.reduce_mean(per_example) + c.contrastive_weight * tf.reduce_mean(contrastive)
+        + c.balance_weight * balance,
+        clusters_used=tf.reduce_sum(tf.cast(mean_probabilities > 0.1 / c.num_codes, tf.float32)))
+    return logs
+
+  def g_step(self, batch):
+    """One update of both generators on `batch` fresh fakes."""
+    c = self.config
+    sample = self.sample_latents(batch)
+    with tf.GradientTape() as tape:
+      fake = self.generate(sample, training=True)
+      with self._real_image_statistics():
+        fake_logit, fake_embedding = self.discriminator(fake["image"], training=True)
+        _, masked_embedding = self.discriminator(fake["masked"], training=True)
+      centroids = self.centroids()
+      terms = {
+          "g_adversarial": -fake_logit,
+          "g_info": losses.info_nce(fake_embedding, centroids, sample["codes"], c.temperature),
+          "g_info_fg": losses.info_nce(masked_embedding, centroids, sample["codes"], c.temperature),
+          "mask_area": losses.mask_area(fake["raw_mask"], *c.mask_area_range),
+          "mask_binary": losses.mask_binarization(fake["raw_mask"]),
+      }
+      per_example = (c.adversarial_weight * terms["g_adversarial"] + c.info_weight * terms["g_info"]
+                     + c.info_fg_weight * terms["g_info_fg"]
+                     + c.mask_area_weight * terms["mask_area"]
+                     + c.mask_binary_weight * terms["mask_binary"])
+      loss = tf.nn.compute_average_loss(per_example)
+    grads = tape.gradient(loss, self.g_variables)
+    self.g_optimizer.apply_gradients(zip(grads, self.g_variables))
+    logs = {name: tf.reduce_mean(value) for name, value in terms.items()}
+    logs.update(g_loss=tf.reduce_mean(per_example),
+                mask_mean=tf.reduce_mean(fake["raw_mask"]))
+    return logs
+
+  @contextlib.contextmanager
+  def _real_image_statistics(self):
+    """D calls inside normalise by their batch but leave D's batch-norm moving statistics as they
+    were: inference normalises real images, so the statistics must come from real images only
+    (with fakes and views mixed in, short runs put every real image in one cluster)."""
+    statistics = self.discriminator.non_trainable_variables
+    saved = [tf.identity(v) for v in statistics]
+    yield
+    for variable, value in zip(statistics, saved):
+      variable.assign(value)
+
+  def train_step(self, data):
+    """A D step on the replica's batch, then a G step on as many fresh fakes."""
+    images = data["image"]
+    logs = self.d_step(images)
+    logs.update(self.g_step(tf.shape(images)[0]))
+    return logs
+
+  # ----- pictures --------------------------------------------------------------------------------
+
+  def sample_grid(self, codes, columns: int):
+    """[len(codes), columns, H, W, C] pictures in [0, 1] (image, background, mask, foreground):
+    one row per code, the same z (and zero code noise) down each column, no affine warp."""
+    c = self.config
+    rows = len(codes)
+    # A fixed z per column (not the training generator), so pictures are comparable across steps.
+    z = tf.tile(tf.random.stateless_normal([1, columns, c.z_dim], seed=[c.seed, 0]), [rows, 1, 1])
+    sample = {"z": tf.reshape(z, [rows * columns, c.z_dim]),
+              "codes": tf.repeat(tf.constant(codes, tf.int32), columns),
+              "code_noise": tf.zeros([rows * columns, c.code_noise_dim])}
+    fake = self.generate(sample, training=False)
+    pictures = {"image": fake["image"], "background": fake["background"],
+                "foreground": fake["foreground"], "mask": fake["mask"] * 2.0 - 1.0}
+    return {name: tf.reshape((x + 1.0) / 2.0, [rows, columns] + x.shape[1:].as_list())
+            for name, x in pictures.items()}
+
+
+def from_run(run: dict) -> C3GAN:
+  """The (untrained) model described by a run.json's "model" dict; restore weights after."""
+  return C3GAN(Config(**{k: tuple(v) if isinstance(v, list) else v for k, v in run["model"].items()}))

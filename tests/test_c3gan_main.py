@@ -1,0 +1,92 @@
+"""End to end through `python -m c3gan.main`: train → eval outputs → re-eval → resume, and errors."""
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+TINY = ["--dataset=digits", "--image_size=8", "--g_filters=16,8", "--d_filters=8",
+        "--embedding_dim=8", "--num_clusters=10", "--over_clustering=2", "--batch_size=32",
+        "--eval_batch_size=512", "--log_every=10", "--noflip", "--seed=1"]
+
+
+def run_main(*args, timeout=300, check=True):
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
+  result = subprocess.run([sys.executable, "-m", "c3gan.main", *args], capture_output=True,
+                          text=True, timeout=timeout, env=env)
+  if check and result.returncode != 0:
+    raise AssertionError(f"exit {result.returncode}\n{result.stderr[-4000:]}")
+  return result
+
+
+def _metrics(model_dir):
+  with open(os.path.join(model_dir, "eval", "metrics.json")) as f:
+    return json.load(f)
+
+
+def test_train_eval_and_resume(tmp_path):
+  model_dir = str(tmp_path / "run")
+  run_main(*TINY, f"--model_dir={model_dir}", "--train_steps=20", "--checkpoint_every=10")
+  metrics = _metrics(model_dir)
+  assert set(metrics) >= {"acc", "nmi", "ari", "many_to_one_acc", "num_examples", "num_clusters",
+                          "step"}
+  assert metrics["num_examples"] == 1797 and metrics["num_clusters"] == 20  # 10 classes × 2
+  assert metrics["step"] == 20 and 0 < metrics["acc"] <= metrics["many_to_one_acc"] <= 1
+  with open(os.path.join(model_dir, "eval", "assignments.csv")) as f:
+    rows = list(csv.DictReader(f))
+  assert len(rows) == 1797 and set(rows[0]) == {"id", "cluster", "confidence"}
+  assert all(0 <= int(r["cluster"]) < 20 and 0 < float(r["confidence"]) <= 1 for r in rows)
+  for picture in ("clusters.png", "confusion.png"):
+    with open(os.path.join(model_dir, "eval", picture), "rb") as f:
+      assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+  for name in ("train", "eval"):
+    assert any(n.startswith("events") for n in os.listdir(os.path.join(model_dir, name)))
+  with open(os.path.join(model_dir, "run.json")) as f:
+    run = json.load(f)
+  assert run["method"] == "c3gan" and run["model"]["over_clustering"] == 2
+
+  again = run_main(f"--model_dir={model_dir}", "--mode=eval", "--dataset=digits", "--image_size=8",
+                   "--eval_batch_size=512")
+  assert f"Resumed from {os.path.join(model_dir, 'ckpt-20')}" in again.stderr
+  assert _metrics(model_dir)["acc"] == pytest.approx(metrics["acc"])
+
+  resumed = run_main(*TINY, f"--model_dir={model_dir}", "--train_steps=30", "--checkpoint_every=10",
+                     "--mode=train")
+  assert f"Resumed from {os.path.join(model_dir, 'ckpt-20')}" in resumed.stderr
+  assert "train: steps 20 → 30" in resumed.stderr
+  assert "train finished at step 30" in resumed.stderr
+  assert os.path.exists(os.path.join(model_dir, "ckpt-30.index"))
+
+
+@pytest.mark.parametrize("flag, message", [
+    ("--over_clustering=0", "--over_clustering must be at least 1"),
+    ("--g_filters=16,8,8", "log2(image_size/4) + 1 --g_filters"),
+    ("--temperature=0", "--temperature must be > 0"),
+    ("--view_crop_scale=0.5,2", "--view_crop_scale must be low,high"),
+])
+def test_bad_flags_fail_before_any_work(tmp_path, flag, message):
+  result = run_main(*TINY, f"--model_dir={tmp_path}", "--train_steps=10", flag, check=False,
+                    timeout=120)
+  assert result.returncode != 0 and message in result.stderr
+  assert not os.listdir(tmp_path)
+
+
+def test_eval_of_an_empty_model_dir_says_train_first(tmp_path):
+  result = run_main("--mode=eval", f"--model_dir={tmp_path}", check=False, timeout=120)
+  assert result.returncode == 2 and "train first" in result.stderr
+
+
+def test_model_dir_of_the_other_method_is_refused(tmp_path):
+  with open(tmp_path / "run.json", "w") as f:
+    json.dump({"method": "variational_clustering", "dataset": "digits", "model": {}}, f)
+  result = run_main(*TINY, f"--model_dir={tmp_path}", "--mode=eval", check=False, timeout=120)
+  assert result.returncode == 2 and "not c3gan" in result.stderr
+
+
+@pytest.mark.parametrize("config", ["cub", "cars", "dogs", "flowers"])
+def test_reference_configs_parse_and_look_for_their_data(tmp_path, config):
+  result = run_main(f"--flagfile=configs/{config}.flags", f"--data_dir={tmp_path / 'tfds'}",
+                    f"--model_dir={tmp_path / 'run'}", check=False, timeout=120)
+  assert result.returncode == 2 and "is not prepared under" in result.stderr

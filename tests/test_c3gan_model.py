@@ -1,0 +1,210 @@
+"""C3-GAN pieces: network outputs, each loss against hand computation, which step trains what,
+the foreground warp, and scoring with over-clustering."""
+import math
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from c3gan import losses
+from c3gan import model as c3gan_model
+from vaeclust.lib import augment
+from vaeclust.lib import evaluation
+
+
+def _model(**overrides):
+  config = dict(image_size=16, channels=1, num_clusters=3, over_clustering=2, g_filters=(16, 8, 8),
+                d_filters=(8, 16), embedding_dim=8, seed=0)
+  config.update(overrides)
+  keras.utils.set_random_seed(0)
+  model = c3gan_model.C3GAN(c3gan_model.Config(**config))
+  model.set_optimizers(keras.optimizers.Adam(2e-4, beta_1=0.5), keras.optimizers.Adam(2e-4, beta_1=0.5))
+  return model
+
+
+# ----- networks ------------------------------------------------------------------------------------
+
+def test_generator_outputs_have_image_shape_range_and_composition():
+  model = _model(channels=3)
+  sample = model.sample_latents(5)
+  fake = model.generate(sample, training=True)
+  for name in ("background", "foreground", "image", "masked"):
+    assert fake[name].shape == (5, 16, 16, 3), name
+  for name in ("background", "foreground"):
+    values = fake[name].numpy()
+    assert values.min() >= -1 and values.max() <= 1 and values.std() > 0, name
+  assert fake["mask"].shape == fake["raw_mask"].shape == (5, 16, 16, 1)
+  mask = fake["mask"].numpy()
+  assert mask.min() >= 0 and mask.max() <= 1
+  np.testing.assert_allclose(
+      fake["image"], fake["background"] * (1 - fake["mask"]) + fake["foreground"] * fake["mask"], atol=1e-6)
+  np.testing.assert_allclose(fake["masked"], fake["mask"] * fake["image"], atol=1e-6)
+  assert fake["image"].numpy().min() >= -1 and fake["image"].numpy().max() <= 1
+
+
+def test_codes_are_distinct_within_a_batch_when_there_are_enough():
+  model = _model(num_clusters=4, over_clustering=2)  # 8 codes
+  codes = model.sample_latents(8)["codes"].numpy()
+  assert sorted(codes) == list(range(8))
+  codes = model.sample_latents(20)["codes"].numpy()  # more fakes than codes: with replacement
+  assert codes.shape == (20,) and codes.min() >= 0 and codes.max() < 8
+
+
+def test_discriminator_and_inference_outputs():
+  model = _model()
+  images = tf.random.uniform([4, 16, 16, 1], seed=1)
+  logit, embedding = model.discriminator(images * 2 - 1)
+  assert logit.shape == (4,) and embedding.shape == (4, 8)
+  out = model(images)
+  assert out["logits"].shape == out["probabilities"].shape == (4, 6)  # 3 classes × 2
+  np.testing.assert_allclose(tf.reduce_sum(out["probabilities"], axis=1), 1.0, atol=1e-5)
+  # logits are cosines / τ, so they lie in [-1/τ, 1/τ]
+  assert np.all(np.abs(out["logits"].numpy()) <= 1 / 0.1 + 1e-4)
+  np.testing.assert_allclose(out["embedding"], embedding, atol=1e-5)
+
+
+def test_reference_size_matches_the_reference_parameter_counts():
+  model = c3gan_model.C3GAN(c3gan_model.Config(image_size=128, channels=3, num_clusters=200,
+                                               over_clustering=2))
+  g = model.background_generator.count_params() + model.foreground_generator.count_params()
+  d = model.discriminator.count_params() + model.centroid_table.count_params()
+  assert abs(g / 8.6e6 - 1) < 0.02 and abs(d / 16.1e6 - 1) < 0.02, (g, d)
+
+
+def test_foreground_and_mask_are_warped_by_the_given_transform():
+  model = _model()
+  sample = model.sample_latents(2)
+  plain = model.generate(dict(sample, transforms=None), training=False)
+  # shift right by 3 pixels and down by 2 (fractions of the 16-pixel image)
+  transforms = augment.affine_transforms(tf.ones([2]), tf.zeros([2]), tf.fill([2], 3 / 16),
+                                         tf.fill([2], 2 / 16), 16, 16)
+  warped = model.generate(dict(sample, transforms=transforms), training=False)
+  for name in ("foreground", "mask"):
+    np.testing.assert_allclose(warped[name][:, 2:, 3:], plain[name][:, :-2, :-3], atol=1e-5)
+    assert np.all(warped[name].numpy()[:, :2] == 0) and np.all(warped[name].numpy()[:, :, :3] == 0)
+  np.testing.assert_allclose(warped["background"], plain["background"], atol=1e-6)
+  np.testing.assert_allclose(plain["mask"], plain["raw_mask"])
+  # where the warped mask is zero (the padding), the composition is the background
+  np.testing.assert_allclose(warped["image"][:, :2], warped["background"][:, :2], atol=1e-6)
+
+
+# ----- losses against hand computation ---------------------------------------------------------
+
+def _cos(a, b):
+  a = a / np.linalg.norm(a, axis=-1, keepdims=True)
+  b = b / np.linalg.norm(b, axis=-1, keepdims=True)
+  return a @ b.T
+
+
+def _log_softmax(x):
+  x = x - x.max(axis=-1, keepdims=True)
+  return x - np.log(np.exp(x).sum(axis=-1, keepdims=True))
+
+
+def test_info_nce_against_numpy():
+  embeddings = np.array([[1.0, 0.0], [1.0, 1.0]], np.float32)
+  centroids = np.array([[2.0, 0.0], [0.0, 3.0], [-1.0, 1.0]], np.float32)
+  codes = np.array([0, 2])
+  s = _cos(embeddings, centroids) / 0.5
+  # first row: cosines 1, 0, -0.7071; second: 0.7071, 0.7071, 0
+  np.testing.assert_allclose(s, [[2, 0, -math.sqrt(2)], [math.sqrt(2), math.sqrt(2), 0]], atol=1e-5)
+  expected = -_log_softmax(s)[[0, 1], codes]
+  got = losses.info_nce(embeddings, centroids, codes, 0.5).numpy()
+  np.testing.assert_allclose(got, expected, rtol=1e-5)
+  np.testing.assert_allclose(got[0], -2 + np.log(np.exp(2) + 1 + np.exp(-math.sqrt(2))), rtol=1e-5)
+
+
+def test_nt_xent_against_numpy():
+  rng = np.random.default_rng(0)
+  first, second = rng.normal(size=(3, 4)).astype(np.float32), rng.normal(size=(3, 4)).astype(np.float32)
+  views = np.concatenate([first, second])
+  s = _cos(views, views) / 0.2
+  expected = []
+  for i in range(6):
+    positive = (i + 3) % 6
+    others = [k for k in range(6) if k != i]
+    expected.append(-(s[i, positive] - np.log(np.exp(s[i, others]).sum())))
+  np.testing.assert_allclose(losses.nt_xent(first, second, 0.2), expected, rtol=1e-4)
+  # identical views with orthogonal images: the positive has cosine 1, all others 0
+  eye = np.eye(3, dtype=np.float32)
+  np.testing.assert_allclose(losses.nt_xent(eye, eye, 1.0),
+                             np.full(6, -1 + np.log(np.e + 4)), rtol=1e-5)
+
+
+def test_entropy_terms_on_known_distributions():
+  np.testing.assert_allclose(losses.entropy(tf.zeros([2, 4])), [np.log(4)] * 2, rtol=1e-6)
+  assert float(losses.entropy(tf.constant([[100.0, 0.0, 0.0]]))[0]) < 1e-6
+  np.testing.assert_allclose(losses.entropy(tf.math.log([[0.5, 0.25, 0.25]])), [1.5 * np.log(2)],
+                             rtol=1e-6)
+  np.testing.assert_allclose(losses.balance_entropy(tf.fill([5], 0.2)), -np.log(5), rtol=1e-6)
+  np.testing.assert_allclose(losses.balance_entropy(tf.constant([1.0, 0.0, 0.0])), 0.0, atol=1e-6)
+
+
+def test_hinge_and_mask_terms():
+  logits = tf.constant([-2.0, 0.5, 3.0])
+  np.testing.assert_allclose(losses.hinge_real(logits), [3.0, 0.5, 0.0])
+  np.testing.assert_allclose(losses.hinge_fake(logits), [0.0, 1.5, 4.0])
+  masks = tf.reshape(tf.constant([0.05, 0.5, 0.95]), [3, 1, 1, 1]) * tf.ones([3, 4, 4, 1])
+  np.testing.assert_allclose(losses.mask_area(masks, 0.1, 0.9), [0.05, 0.0, 0.05], atol=1e-6)
+  binary = losses.mask_binarization(tf.constant([[[[0.0], [1.0]]], [[[0.5], [0.5]]]])).numpy()
+  assert binary[0] < 1e-4
+  np.testing.assert_allclose(binary[1], np.log(2), rtol=1e-5)
+
+
+# ----- which step trains what --------------------------------------------------------------------
+
+def _snapshot(variables):
+  return [v.numpy().copy() for v in variables]
+
+
+def _moved(before, variables):
+  return [not np.array_equal(b, v.numpy()) for b, v in zip(before, variables)]
+
+
+def test_d_step_trains_only_d_and_centroids_and_g_step_only_g():
+  model = _model(flip=False)
+  images = tf.random.uniform([6, 16, 16, 1], seed=2)
+  d_before, g_before = _snapshot(model.d_variables), _snapshot(model.g_variables)
+  statistics = model.discriminator.non_trainable_variables
+  statistics_before = _snapshot(statistics)
+  logs = tf.function(model.d_step)(images)
+  assert all(np.isfinite(float(v)) for v in logs.values())
+  still = [v.path for v, m in zip(model.d_variables, _moved(d_before, model.d_variables)) if not m]
+  # The real/fake bias may keep still: while every hinge is active, its gradient is
+  # mean(-1 over reals) + mean(+1 over fakes) = 0.
+  assert set(still) <= {"real_fake/bias"}, still
+  assert not any(_moved(g_before, model.g_variables))
+  assert int(model.d_optimizer.iterations.numpy()) == 1
+  assert int(model.g_optimizer.iterations.numpy()) == 0
+  # D's batch-norm moving statistics follow the real images only
+  model_alone = _model(flip=False)  # the same initial weights
+  model_alone.discriminator(images * 2 - 1, training=True)
+  for after, alone, before in zip(statistics, model_alone.discriminator.non_trainable_variables,
+                                  statistics_before):
+    np.testing.assert_allclose(after.numpy(), alone.numpy(), rtol=1e-5, atol=1e-6)
+    assert not np.allclose(after.numpy(), before)
+  statistics_before = _snapshot(statistics)
+
+  d_before, g_before = _snapshot(model.d_variables), _snapshot(model.g_variables)
+  logs = tf.function(model.g_step)(6)
+  assert all(np.isfinite(float(v)) for v in logs.values())
+  g_moved = _moved(g_before, model.g_variables)
+  assert all(g_moved), [v.path for v, m in zip(model.g_variables, g_moved) if not m]
+  assert not any(_moved(d_before, model.d_variables))
+  assert not any(_moved(statistics_before, statistics))
+  assert int(model.g_optimizer.iterations.numpy()) == 1
+
+
+def test_over_clustering_scores_give_each_class_that_many_clusters():
+  labels = np.array([0] * 6 + [1] * 6)
+  clusters = np.array([0, 0, 0, 1, 1, 2, 3, 3, 3, 2, 2, 2])  # class 0 → 0, 1 (and one 2); 1 → 3, 2
+  predictions = evaluation.Predictions(
+      ids=np.array([b"x"] * 12), labels=labels, clusters=clusters, confidences=np.ones(12),
+      examples=np.zeros((4, 1, 2, 2, 1), np.uint8), example_counts=np.zeros(4, int))
+  over2 = evaluation.summarize(predictions, num_clusters=4, step=0, over_clustering=2)
+  over1 = evaluation.summarize(predictions, num_clusters=4, step=0, over_clustering=1)
+  assert over2["acc"] == pytest.approx(11 / 12)  # {0, 1} → class 0, {2, 3} → class 1
+  assert over1["acc"] == pytest.approx(6 / 12)  # one cluster per class: 0 (3) and 3 (3)
+  assert over2["many_to_one_acc"] == pytest.approx(11 / 12)
+  assert over2["clusters_used"] == 4
