@@ -90,7 +90,9 @@ def export(model_dir: str, export_base: str, model_name: str, version: int = Non
   run, model, step, checkpoint = load_trained(model_dir)
   config = run["model"]
   metadata = {"method": run["method"], "dataset": run.get("dataset", ""),
-              "num_clusters": config["num_clusters"], "image_size": config["image_size"],
+              # what `probabilities` holds: with over-clustering (C3-GAN), classes × over codes
+              "num_clusters": config["num_clusters"] * config.get("over_clustering", 1),
+              "image_size": config["image_size"],
               "channels": config["channels"], "step": step, "version": version,
               "checkpoint": os.path.basename(checkpoint),
               "exported_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}

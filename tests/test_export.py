@@ -339,3 +339,26 @@ def test_client_retries_unavailable_with_backoff_then_reports_it():
   client.close()
   assert error.value.code() == grpc.StatusCode.UNAVAILABLE
   assert time.time() - started >= 0.2 + 0.4  # two waits before the third and last attempt
+
+
+def test_a_c3gan_model_exports_with_its_over_clustered_codes(tmp_path):
+  from c3gan import model as c3gan_model  # pylint: disable=g-import-not-at-top
+  config = c3gan_model.Config(image_size=16, channels=1, num_clusters=3, over_clustering=2,
+                              g_filters=(16, 8, 8), d_filters=(8, 16), embedding_dim=8, seed=0)
+  run = {"method": "c3gan", "dataset": "digits", "model": config.__dict__}
+  keras.utils.set_random_seed(0)
+  model = c3gan_model.from_run(run)
+  model_dir = tmp_path / "run"
+  model_dir.mkdir()
+  with open(model_dir / "run.json", "w") as f:
+    json.dump(run, f)
+  tf.train.Checkpoint(model=model).save(str(model_dir / "ckpt"))
+  path = saved_model.export(str(model_dir), str(tmp_path / "models"), "gan")
+  loaded = tf.saved_model.load(path)
+  images = np.random.default_rng(0).integers(0, 256, (4, 20, 20, 3), dtype=np.uint8)
+  served = loaded.signatures[signatures.DEFAULT](images=tf.constant(images))
+  expected = model(signatures.preprocess(tf.constant(images), 16, 1))["probabilities"].numpy()
+  assert served["probabilities"].shape == (4, 6)
+  np.testing.assert_allclose(served["probabilities"].numpy(), expected, atol=1e-5)
+  assert int(loaded.signatures[signatures.METADATA]()["num_clusters"]) == 6
+  assert loaded.signatures[signatures.METADATA]()["method"].numpy() == b"c3gan"
