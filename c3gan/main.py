@@ -15,7 +15,6 @@ from vaeclust.lib import data
 from vaeclust.lib import distribute
 from vaeclust.lib import experiment
 from vaeclust.lib import images as images_lib
-from vaeclust.lib import training
 
 METHOD = "c3gan"
 FLAGS = flags.FLAGS
@@ -154,11 +153,7 @@ def log_pictures(model, writer, step: int):
 def main(argv):
   del argv
   strategy = experiment.start()
-  if FLAGS.mode == "eval":
-    run = experiment.load_run(METHOD)
-  else:
-    train_ds, info = experiment.load_split(train=True)
-    run = experiment.save_or_check_run(METHOD, config_from_flags(info), strategy)
+  run, train_ds = experiment.prepare_run(METHOD, config_from_flags, strategy)
   with strategy.scope():
     model = c3gan_model.from_run(run)
     model.set_optimizers(
@@ -167,14 +162,7 @@ def main(argv):
   config = model.config
   checkpoint = tf.train.Checkpoint(model=model, d_optimizer=model.d_optimizer,
                                    g_optimizer=model.g_optimizer)
-  manager = experiment.checkpoint_manager(checkpoint, strategy)
-  restored = training.restore_or_initialize(manager)
-  if FLAGS.mode == "eval" and not restored:
-    experiment.fail(f"No checkpoint in {FLAGS.model_dir}; train first.")
-  writer = experiment.summary_writer(strategy, "train")
-  trainer = training.Trainer(strategy, model.d_optimizer.iterations, manager, writer,
-                             FLAGS.batch_size, FLAGS.log_every, FLAGS.checkpoint_every)
-  eval_writer = experiment.summary_writer(strategy, "eval")
+  trainer, eval_writer = experiment.resume(checkpoint, model.d_optimizer.iterations, strategy)
 
   def evaluate(step, write_files=True):
     result = experiment.evaluate(lambda images: model(images)["probabilities"], config.num_codes,

@@ -168,25 +168,15 @@ def log_model_summaries(model, writer, step: int, channels: int):
 def main(argv):
   del argv
   strategy = experiment.start()
-  if FLAGS.mode == "eval":
-    run = experiment.load_run(METHOD)
-  else:
-    train_ds, info = experiment.load_split(train=True)
-    run = experiment.save_or_check_run(METHOD, config_from_flags(info), strategy)
+  run, train_ds = experiment.prepare_run(METHOD, config_from_flags, strategy)
   with strategy.scope():
     model = vc_model.from_run(run)
     model.compile(optimizer=keras.optimizers.Adam(FLAGS.learning_rate))
     model.optimizer.build(model.trainable_variables)
   config = model.config
-  checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer)
-  manager = experiment.checkpoint_manager(checkpoint, strategy)
-  restored = training.restore_or_initialize(manager)
-  if FLAGS.mode == "eval" and not restored:
-    experiment.fail(f"No checkpoint in {FLAGS.model_dir}; train first.")
-  writer = experiment.summary_writer(strategy, "train")
-  trainer = training.Trainer(strategy, model.optimizer.iterations, manager, writer,
-                             FLAGS.batch_size, FLAGS.log_every, FLAGS.checkpoint_every)
-  eval_writer = experiment.summary_writer(strategy, "eval")
+  trainer, eval_writer = experiment.resume(
+      tf.train.Checkpoint(model=model, optimizer=model.optimizer), model.optimizer.iterations,
+      strategy)
 
   def evaluate(step, write_files=True):
     return experiment.evaluate(lambda images: model(images)["probabilities"], config.num_clusters,

@@ -15,6 +15,7 @@ from vaeclust.lib import distribute
 from vaeclust.lib import evaluation
 from vaeclust.lib import files
 from vaeclust.lib import images as images_lib
+from vaeclust.lib import training
 
 FLAGS = flags.FLAGS
 RUN_FILE = "run.json"
@@ -81,6 +82,28 @@ def save_or_check_run(method: str, model_config, strategy):
   if distribute.is_chief(strategy):
     files.write_json(path, wanted)
   return wanted
+
+
+def prepare_run(method: str, config_from_flags, strategy):
+  """(run.json contents, training dataset): with --mode=eval the stored run and no dataset;
+  otherwise the training split, and the model config built from it by `config_from_flags(info)`
+  saved (or checked against a resumed run)."""
+  if FLAGS.mode == "eval":
+    return load_run(method), None
+  train_ds, info = load_split(train=True)
+  return save_or_check_run(method, config_from_flags(info), strategy), train_ds
+
+
+def resume(checkpoint: tf.train.Checkpoint, step_counter: tf.Variable, strategy):
+  """Restores the newest checkpoint of --model_dir (one must exist for --mode=eval); returns the
+  Trainer that saves into it and the evaluation summary writer."""
+  manager = checkpoint_manager(checkpoint, strategy)
+  restored = training.restore_or_initialize(manager)
+  if FLAGS.mode == "eval" and not restored:
+    fail(f"No checkpoint in {FLAGS.model_dir}; train first.")
+  trainer = training.Trainer(strategy, step_counter, manager, summary_writer(strategy, "train"),
+                             FLAGS.batch_size, FLAGS.log_every, FLAGS.checkpoint_every)
+  return trainer, summary_writer(strategy, "eval")
 
 
 def load_run(method: str) -> dict:
