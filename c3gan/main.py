@@ -60,8 +60,6 @@ flags.DEFINE_float("d_learning_rate", 2e-4, "Adam learning rate of the discrimin
 flags.DEFINE_float("g_learning_rate", 2e-4, "Adam learning rate of the generators.")
 flags.DEFINE_float("beta_1", 0.5, "Adam β1 of both optimizers.")
 flags.DEFINE_float("beta_2", 0.999, "Adam β2 of both optimizers.")
-flags.DEFINE_integer("eval_every", 0, "Also score the clustering every this many training steps "
-                     "(TensorBoard eval/*; labels are only used to score). 0: only at the end.")
 flags.DEFINE_integer("picture_codes", 10, "Codes (rows) in the TensorBoard pictures of generated images.")
 
 
@@ -113,9 +111,6 @@ flags.register_multi_flags_validator(
                and len(f["d_filters"]) == _resolution_steps(f["image_size"])),
     message="To train, --image_size must be a power of two >= 8, with log2(image_size/4) + 1 --g_filters "
     "and log2(image_size/4) --d_filters (e.g. 128: 6 and 5; 32: 4 and 3).")
-flags.register_multi_flags_validator(
-    ["eval_every", "log_every"], lambda f: f["eval_every"] % f["log_every"] == 0,
-    message="--eval_every must be a multiple of --log_every (0: evaluate only at the end).")
 
 
 def config_from_flags(info: data.DatasetInfo) -> c3gan_model.Config:
@@ -172,15 +167,10 @@ def main(argv):
       log_pictures(model, eval_writer, step)
     return result
 
-  def evaluate_periodically(step, logs):
-    del logs
-    if FLAGS.eval_every and step % FLAGS.eval_every == 0:
-      evaluate(step, write_files=False)
-
   if FLAGS.mode != "eval":
     dataset_fn = experiment.training_input(train_ds, FLAGS.batch_size, FLAGS.seed + trainer.step)
     trainer.run(model.train_step, dataset_fn, FLAGS.train_steps, phase="train",
-                on_log=evaluate_periodically)
+                on_log=experiment.every_eval_step(evaluate))
   if FLAGS.mode != "train":
     evaluate(trainer.step)
 

@@ -54,8 +54,6 @@ flags.DEFINE_integer("gmm_restarts", 20, "GMM fits from different starts after t
 flags.DEFINE_list("augment_scale", ["0.9", "1.1"], "Range of the random zoom of augmentations.")
 flags.DEFINE_float("augment_rotation", 10.0, "Largest random rotation of augmentations, degrees.")
 flags.DEFINE_float("augment_shift", 0.08, "Largest random shift of augmentations, image fraction.")
-flags.DEFINE_integer("eval_every", 0, "Also score the clustering every this many training steps "
-                     "(TensorBoard eval/*; labels are only used to score). 0: only at the end.")
 flags.DEFINE_float("scale_floor", 1e-3, "Smallest standard deviation of q(z|x,c) and p(z|c).")
 
 flags.register_validator("gmm_restarts", lambda v: v >= 1, message="--gmm_restarts must be at least 1.")
@@ -70,9 +68,6 @@ flags.register_validator("scale_floor", lambda v: v > 0, message="--scale_floor 
 flags.register_multi_flags_validator(
     ["temperature_start", "temperature_end"], lambda f: f["temperature_start"] >= f["temperature_end"],
     message="--temperature_start must be at least --temperature_end.")
-flags.register_multi_flags_validator(
-    ["eval_every", "log_every"], lambda f: f["eval_every"] % f["log_every"] == 0,
-    message="--eval_every must be a multiple of --log_every (0: evaluate only at the end).")
 flags.register_multi_flags_validator(
     ["pretrain_steps", "train_steps"], lambda f: 0 <= f["pretrain_steps"] <= f["train_steps"],
     message="--pretrain_steps must be between 0 and --train_steps.")
@@ -98,12 +93,6 @@ def config_from_flags(info: data.DatasetInfo) -> vc_model.Config:
 def train(model, train_ds, trainer: training.Trainer, evaluate):
   """Warm-up (optional), the GMM initialisation of the prior, then ELBO steps."""
   config = model.config
-
-  def evaluate_periodically(step, logs):
-    del logs
-    if FLAGS.eval_every and step % FLAGS.eval_every == 0:
-      evaluate(step, write_files=False)
-
   dataset_fn = experiment.training_input(train_ds, FLAGS.batch_size, FLAGS.seed + trainer.step)
   trainer.run(model.pretrain_step, dataset_fn, config.pretrain_steps, phase="warmup")
   if config.pretrain_steps and not bool(model.prior_initialized.numpy()):
@@ -113,7 +102,7 @@ def train(model, train_ds, trainer: training.Trainer, evaluate):
       evaluate(trainer.step, write_files=False)
   dataset_fn = experiment.training_input(train_ds, FLAGS.batch_size, FLAGS.seed + trainer.step)
   trainer.run(model.train_step, dataset_fn, FLAGS.train_steps, phase="train",
-              on_log=evaluate_periodically)
+              on_log=experiment.every_eval_step(evaluate))
 
 
 def initialise_prior(model, ds: tf.data.Dataset, trainer: training.Trainer):

@@ -29,6 +29,8 @@ def define():
   flags.DEFINE_enum("mode", "train_and_eval", MODES,
                     "train, eval (the newest checkpoint in --model_dir), or train_and_eval.")
   flags.DEFINE_integer("log_every", 100, "Steps between progress lines and TensorBoard scalars.")
+  flags.DEFINE_integer("eval_every", 0, "Also score the clustering every this many training steps "
+                       "(TensorBoard eval/*; labels are only used to score). 0: only at the end.")
   flags.DEFINE_integer("checkpoint_every", 1000, "Steps between checkpoints.")
   flags.DEFINE_integer("keep_checkpoints", 3, "How many recent checkpoints to keep.")
   flags.DEFINE_enum("strategy", "mirrored", distribute.STRATEGIES,
@@ -42,5 +44,8 @@ def define():
                     ("checkpoint_every", 1), ("keep_checkpoints", 1), ("cpu_devices", 1)):
     flags.register_validator(name, lambda value, low=low: value is not None and value >= low,
                              message=f"--{name} must be at least {low}.")
+  flags.register_multi_flags_validator(
+      ["eval_every", "log_every"], lambda f: f["eval_every"] % f["log_every"] == 0,
+      message="--eval_every must be a multiple of --log_every (0: evaluate only at the end).")
   flags.register_validator("channels", lambda value: value in (0, 1, 3),
                            message="--channels must be 0 (dataset's own), 1 or 3.")

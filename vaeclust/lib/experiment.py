@@ -106,6 +106,16 @@ def resume(checkpoint: tf.train.Checkpoint, step_counter: tf.Variable, strategy)
   return trainer, summary_writer(strategy, "eval")
 
 
+def every_eval_step(evaluate):
+  """An on_log callback for Trainer.run that scores (without writing eval/ files) every
+  --eval_every steps."""
+  def on_log(step, logs):
+    del logs
+    if FLAGS.eval_every and step % FLAGS.eval_every == 0:
+      evaluate(step, write_files=False)
+  return on_log
+
+
 def load_run(method: str) -> dict:
   """run.json of an existing model_dir (for --mode=eval and exports)."""
   path = os.path.join(FLAGS.model_dir, RUN_FILE)
