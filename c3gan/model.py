@@ -19,6 +19,7 @@ from c3gan import losses
 from c3gan import networks
 from vaeclust.lib import augment
 from vaeclust.lib import distribute
+from vaeclust.lib import noise as noise_lib
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,7 +78,6 @@ class C3GAN(keras.Model):
     self.centroid_table = keras.layers.Dense(c.embedding_dim, name="centroids",
                                              kernel_initializer=keras.initializers.Orthogonal())
     self.centroid_table.build((None, c.num_codes))
-    self.rng = tf.random.Generator.from_seed(c.seed)
     self.d_optimizer = None
     self.g_optimizer = None
     self.built = True
@@ -113,23 +113,28 @@ class C3GAN(keras.Model):
 
   # ----- generation ------------------------------------------------------------------------------
 
-  def sample_latents(self, batch):
-    """z, codes (int, without replacement within the batch when there are enough codes), code
-    noise and the foreground's affine transforms for `batch` fake images."""
+  def step_noise(self, batch):
+    """The noise of this training step for a replica's `batch` examples (see noise_lib: the same
+    on any number of replicas)."""
+    return noise_lib.BatchNoise(self.config.seed, self.d_optimizer.iterations, batch)
+
+  def sample_latents(self, noise: noise_lib.BatchNoise):
+    """z, codes (int, without replacement within the global batch when there are enough codes),
+    code noise and the foreground's affine transforms for noise.batch_size fake images."""
     c = self.config
-    batch = tf.convert_to_tensor(batch, tf.int32)
-    z = self.rng.normal([batch, c.z_dim])
+    z = noise.normal([c.z_dim])
     codes = tf.cond(
-        batch <= c.num_codes,
-        lambda: tf.argsort(self.rng.uniform([c.num_codes]))[:batch],
-        lambda: self.rng.uniform([batch], 0, c.num_codes, dtype=tf.int32))
+        noise.global_batch_size <= c.num_codes,
+        lambda: noise.rows(tf.argsort(noise.shared_uniform([c.num_codes]))),
+        lambda: noise.uniform([], 0, c.num_codes, dtype=tf.int32))
     codes = tf.ensure_shape(codes, [None])
-    code_noise = self.rng.normal([batch, c.code_noise_dim])
-    scale = self.rng.uniform([batch], c.fg_scale[0], c.fg_scale[1])
+    code_noise = noise.normal([c.code_noise_dim])
+    scale = noise.uniform([], c.fg_scale[0], c.fg_scale[1])
     max_angle = c.fg_rotation * math.pi / 180.0
-    angle = self.rng.uniform([batch], -max_angle, max_angle)
-    shift = self.rng.uniform([2, batch], -c.fg_shift, c.fg_shift)
-    transforms = augment.affine_transforms(scale, angle, shift[0], shift[1], c.image_size, c.image_size)
+    angle = noise.uniform([], -max_angle, max_angle)
+    shift = noise.uniform([2], -c.fg_shift, c.fg_shift)
+    transforms = augment.affine_transforms(scale, angle, shift[:, 0], shift[:, 1], c.image_size,
+                                           c.image_size)
     return {"z": z, "codes": codes, "code_noise": code_noise, "transforms": transforms}
 
   def generate(self, sample, training: bool):
@@ -149,24 +154,23 @@ class C3GAN(keras.Model):
 
   # ----- training --------------------------------------------------------------------------------
 
-  def views(self, images):
+  def views(self, images, noise: noise_lib.BatchNoise):
     """The two views of real [0, 1] images for D, in [-1, 1]: (flipped) images and a SimCLR view."""
     c = self.config
-    first = augment.random_flip(images, self.rng) if c.flip else images
-    second = augment.contrastive_view(images, self.rng, c.view_crop_scale, c.view_jitter,
+    first = augment.random_flip(images, noise) if c.flip else images
+    second = augment.contrastive_view(images, noise, c.view_crop_scale, c.view_jitter,
                                       c.view_jitter_probability, c.view_grayscale_probability, c.flip)
     if c.view_rotation or c.view_shift:
-      second = augment.random_affine(second, self.rng, (1.0, 1.0), c.view_rotation, c.view_shift)
+      second = augment.random_affine(second, noise, (1.0, 1.0), c.view_rotation, c.view_shift)
     return first * 2.0 - 1.0, second * 2.0 - 1.0
 
-  def d_step(self, images):
+  def d_step(self, images, noise: noise_lib.BatchNoise):
     """One update of D and the centroids on a replica's real [0, 1] images and as many fakes."""
     c = self.config
-    batch = tf.shape(images)[0]
-    sample = self.sample_latents(batch)
+    sample = self.sample_latents(noise)
     fake = self.generate(sample, training=True)
     fake_images, masked = tf.stop_gradient(fake["image"]), tf.stop_gradient(fake["masked"])
-    real, view = self.views(images)
+    real, view = self.views(images, noise)
     with tf.GradientTape() as tape:
       real_logit, real_embedding = self.discriminator(real, training=True)
       with self._real_image_statistics():
@@ -201,10 +205,10 @@ class C3GAN(keras.Model):
         clusters_used=tf.reduce_sum(tf.cast(mean_probabilities > 0.1 / c.num_codes, tf.float32)))
     return logs
 
-  def g_step(self, batch):
-    """One update of both generators on `batch` fresh fakes."""
+  def g_step(self, noise: noise_lib.BatchNoise):
+    """One update of both generators on noise.batch_size fresh fakes."""
     c = self.config
-    sample = self.sample_latents(batch)
+    sample = self.sample_latents(noise)
     with tf.GradientTape() as tape:
       fake = self.generate(sample, training=True)
       with self._real_image_statistics():
@@ -244,8 +248,9 @@ class C3GAN(keras.Model):
   def train_step(self, data):
     """A D step on the replica's batch, then a G step on as many fresh fakes."""
     images = data["image"]
-    logs = self.d_step(images)
-    logs.update(self.g_step(tf.shape(images)[0]))
+    noise = self.step_noise(tf.shape(images)[0])
+    logs = self.d_step(images, noise)
+    logs.update(self.g_step(noise))
     return logs
 
   # ----- pictures --------------------------------------------------------------------------------

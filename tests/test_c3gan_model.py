@@ -27,7 +27,7 @@ def _model(**overrides):
 
 def test_generator_outputs_have_image_shape_range_and_composition():
   model = _model(channels=3)
-  sample = model.sample_latents(5)
+  sample = model.sample_latents(model.step_noise(5))
   fake = model.generate(sample, training=True)
   for name in ("background", "foreground", "image", "masked"):
     assert fake[name].shape == (5, 16, 16, 3), name
@@ -45,9 +45,9 @@ def test_generator_outputs_have_image_shape_range_and_composition():
 
 def test_codes_are_distinct_within_a_batch_when_there_are_enough():
   model = _model(num_clusters=4, over_clustering=2)  # 8 codes
-  codes = model.sample_latents(8)["codes"].numpy()
+  codes = model.sample_latents(model.step_noise(8))["codes"].numpy()
   assert sorted(codes) == list(range(8))
-  codes = model.sample_latents(20)["codes"].numpy()  # more fakes than codes: with replacement
+  codes = model.sample_latents(model.step_noise(20))["codes"].numpy()  # more fakes than codes: with replacement
   assert codes.shape == (20,) and codes.min() >= 0 and codes.max() < 8
 
 
@@ -74,7 +74,7 @@ def test_reference_size_matches_the_reference_parameter_counts():
 
 def test_foreground_and_mask_are_warped_by_the_given_transform():
   model = _model()
-  sample = model.sample_latents(2)
+  sample = model.sample_latents(model.step_noise(2))
   plain = model.generate(dict(sample, transforms=None), training=False)
   # shift right by 3 pixels and down by 2 (fractions of the 16-pixel image)
   transforms = augment.affine_transforms(tf.ones([2]), tf.zeros([2]), tf.fill([2], 3 / 16),
@@ -168,7 +168,7 @@ def test_d_step_trains_only_d_and_centroids_and_g_step_only_g():
   d_before, g_before = _snapshot(model.d_variables), _snapshot(model.g_variables)
   statistics = model.discriminator.non_trainable_variables
   statistics_before = _snapshot(statistics)
-  logs = tf.function(model.d_step)(images)
+  logs = tf.function(lambda x: model.d_step(x, model.step_noise(6)))(images)
   assert all(np.isfinite(float(v)) for v in logs.values())
   still = [v.path for v, m in zip(model.d_variables, _moved(d_before, model.d_variables)) if not m]
   # The real/fake bias may keep still: while every hinge is active, its gradient is
@@ -187,7 +187,7 @@ def test_d_step_trains_only_d_and_centroids_and_g_step_only_g():
   statistics_before = _snapshot(statistics)
 
   d_before, g_before = _snapshot(model.d_variables), _snapshot(model.g_variables)
-  logs = tf.function(model.g_step)(6)
+  logs = tf.function(lambda: model.g_step(model.step_noise(6)))()
   assert all(np.isfinite(float(v)) for v in logs.values())
   g_moved = _moved(g_before, model.g_variables)
   assert all(g_moved), [v.path for v, m in zip(model.g_variables, g_moved) if not m]

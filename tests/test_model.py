@@ -3,9 +3,11 @@ import keras
 import numpy as np
 from sklearn import mixture
 import tensorflow as tf
+import tensorflow_probability as tfp
 
 from vaeclust import model as vc_model
 from vaeclust.lib import data
+from vaeclust.lib import noise as noise_lib
 
 
 def _digits(n=None):
@@ -86,3 +88,17 @@ def test_samples_per_component_have_image_shape_and_range():
   samples = _model().sample_images(3).numpy()
   assert samples.shape == (6, 3, 8, 8, 1)
   assert samples.min() >= 0.0 and samples.max() <= 1.0
+
+
+def test_relaxed_sample_follows_tfp_relaxed_one_hot_categorical():
+  logits = tf.math.log(tf.constant([[0.6, 0.3, 0.1]]))
+  temperature = 0.5
+  noise = noise_lib.BatchNoise(seed=0, step=0, batch_size=20_000)
+  ours = vc_model.relaxed_one_hot_sample(tf.tile(logits, [20_000, 1]), temperature, noise).numpy()
+  reference = tfp.distributions.RelaxedOneHotCategorical(temperature, logits=logits[0]).sample(
+      20_000, seed=1).numpy()
+  np.testing.assert_allclose(ours.sum(axis=1), 1.0, atol=1e-5)
+  np.testing.assert_allclose(ours.mean(axis=0), reference.mean(axis=0), atol=0.015)
+  np.testing.assert_allclose(np.quantile(ours.max(axis=1), [0.1, 0.5, 0.9]),
+                             np.quantile(reference.max(axis=1), [0.1, 0.5, 0.9]), atol=0.02)
+  np.testing.assert_allclose(np.bincount(ours.argmax(axis=1)) / 20_000, [0.6, 0.3, 0.1], atol=0.015)

@@ -17,6 +17,7 @@ from vaeclust.lib import data
 from vaeclust.lib import distribute
 from vaeclust.lib import experiment
 from vaeclust.lib import images as images_lib
+from vaeclust.lib import noise as noise_lib
 from vaeclust.lib import training
 
 METHOD = "variational_clustering"
@@ -108,7 +109,7 @@ def train(model, train_ds, trainer: training.Trainer, evaluate):
 def initialise_prior(model, ds: tf.data.Dataset, trainer: training.Trainer):
   """Fits GMMs to the warm-up codes and copies the most augmentation-stable one into the prior."""
   codes = embed(model, ds)
-  views = [embed(model, ds, augmented=True) for _ in range(2)] if FLAGS.gmm_restarts > 1 else []
+  views = [embed(model, ds, view=v) for v in (1, 2)] if FLAGS.gmm_restarts > 1 else []
   logging.info("Initialising the mixture prior: %d GMM fit(s) to %d codes.", FLAGS.gmm_restarts,
                len(codes))
   choice = prior_init.fit_stable_mixture(codes, views, model.config.num_clusters,
@@ -123,11 +124,19 @@ def initialise_prior(model, ds: tf.data.Dataset, trainer: training.Trainer):
       tf.summary.histogram("init/restart_agreements", choice.agreements)
 
 
-def embed(model, ds: tf.data.Dataset, augmented: bool = False) -> np.ndarray:
-  """Code means m(x) of every image of a uint8 dataset (or of an augmented copy of each)."""
-  infer = tf.function(lambda images: model(model.augment(images) if augmented else images)["embedding"])
-  return np.concatenate([infer(b["image"]).numpy()
-                         for b in data.evaluation_batches(ds, FLAGS.eval_batch_size)])
+def embed(model, ds: tf.data.Dataset, view: int = 0) -> np.ndarray:
+  """Code means m(x) of every image of a uint8 dataset (view 0), or of an augmented copy of each
+  (view ≥ 1: each view its own random transforms)."""
+  @tf.function
+  def infer(images, batch_number):
+    if view:
+      noise = noise_lib.BatchNoise(FLAGS.seed, batch_number, tf.shape(images)[0], stream=view)
+      images = model.augment(images, noise)
+    return model(images)["embedding"]
+
+  batches = data.evaluation_batches(ds, FLAGS.eval_batch_size)
+  return np.concatenate([infer(b["image"], tf.constant(i, tf.int64)).numpy()
+                         for i, b in enumerate(batches)])
 
 
 def log_model_summaries(model, writer, step: int, channels: int):

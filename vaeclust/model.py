@@ -22,6 +22,7 @@ from vaeclust import networks
 from vaeclust import prior as prior_lib
 from vaeclust.lib import augment
 from vaeclust.lib import distribute
+from vaeclust.lib import noise as noise_lib
 
 tfd = tfp.distributions
 
@@ -84,7 +85,6 @@ class VariationalClustering(keras.Model):
                                            initializer="zeros", trainable=c.likelihood == "gaussian")
     self.prior_initialized = self.add_weight(name="prior_initialized", shape=(), dtype="bool",
                                              initializer="zeros", trainable=False)
-    self.rng = tf.random.Generator.from_seed(c.seed)
     self.build((None, c.image_size, c.image_size, c.channels))
 
   def build(self, input_shape):
@@ -158,16 +158,15 @@ class VariationalClustering(keras.Model):
 
   # ----- objective -------------------------------------------------------------------------------
 
-  def objective_terms(self, images, training: bool):
+  def objective_terms(self, images, training: bool, noise: noise_lib.BatchNoise):
     """Per-example negative-ELBO terms, plus the guards against cluster collapse."""
     c = self.config
     features = self.encoder(images, training=training)
     logits = self.cluster_posterior_logits(features)
     probs = tf.nn.softmax(logits)
-    relaxed = tfd.RelaxedOneHotCategorical(self.temperature(), logits=logits)
-    clusters = relaxed.sample(seed=tf.cast(self.rng.make_seeds(1)[:, 0], tf.int32))
+    clusters = relaxed_one_hot_sample(logits, self.temperature(), noise)
     mean, scale = self.posterior(features, clusters)
-    z = mean + scale * self.rng.normal(tf.shape(mean))
+    z = mean + scale * noise.normal([c.latent_dim])
     reconstruction = self.reconstruction_nll(self.decoder(z, training=training), images)
 
     means_k, scales_k = self.posterior_every_cluster(features)
@@ -176,21 +175,26 @@ class VariationalClustering(keras.Model):
     kl_c = losses.categorical_kl(logits, self.prior.logits[None])
     terms = {"reconstruction": reconstruction, "kl_z": kl_z, "kl_c": kl_c}
     if c.consistency_weight:
-      augmented = self.augment(images)
+      augmented = self.augment(images, noise)
       logits_aug = self.cluster_posterior_logits(self.encoder(augmented, training=training))
       terms["consistency"] = losses.consistency_ce(logits, logits_aug)
     return terms, probs
 
-  def augment(self, images):
+  def augment(self, images, noise: noise_lib.BatchNoise):
     c = self.config
-    return augment.random_affine(images, self.rng, c.augment_scale, c.augment_rotation, c.augment_shift)
+    return augment.random_affine(images, noise, c.augment_scale, c.augment_rotation, c.augment_shift)
+
+  def step_noise(self, images):
+    """The noise of this training step for a replica's batch (see noise_lib: the same on any
+    number of replicas)."""
+    return noise_lib.BatchNoise(self.config.seed, self.optimizer.iterations, tf.shape(images)[0])
 
   def train_step(self, data):
     """One ELBO step on a replica's batch; losses are averaged over the global batch."""
     images = data["image"]
     c = self.config
     with tf.GradientTape() as tape:
-      terms, probs = self.objective_terms(images, training=True)
+      terms, probs = self.objective_terms(images, training=True, noise=self.step_noise(images))
       per_example = terms["reconstruction"] + self.kl_weight() * (terms["kl_z"] + terms["kl_c"])
       if "consistency" in terms:
         per_example += c.consistency_weight * terms["consistency"]
@@ -211,7 +215,7 @@ class VariationalClustering(keras.Model):
     """Warm-up: a deterministic autoencoder on the code mean m(x) (the prior is untouched)."""
     images = data["image"]
     with tf.GradientTape() as tape:
-      inputs = self.augment(images) if self.config.consistency_weight else images
+      inputs = self.augment(images, self.step_noise(images)) if self.config.consistency_weight else images
       z = tf.cast(self.code_mean(self.encoder(inputs, training=True)), tf.float32)
       per_example = self.reconstruction_nll(self.decoder(z, training=True), images)
       loss = tf.nn.compute_average_loss(per_example)
@@ -225,7 +229,8 @@ class VariationalClustering(keras.Model):
 
   def test_step(self, data):
     """Mean objective terms and ELBO on a batch, without updates."""
-    terms, _ = self.objective_terms(data["image"], training=False)
+    images = data["image"]
+    terms, _ = self.objective_terms(images, training=False, noise=self.step_noise(images))
     logs = {name: tf.reduce_mean(value) for name, value in terms.items()}
     logs["elbo"] = -tf.reduce_mean(terms["reconstruction"] + terms["kl_z"] + terms["kl_c"])
     return logs
@@ -240,10 +245,19 @@ class VariationalClustering(keras.Model):
   def sample_images(self, per_cluster: int):
     """[K, per_cluster, H, W, C] images decoded from z ~ p(z|c=k) for every k."""
     k = self.config.num_clusters
-    eps = self.rng.normal([k, per_cluster, self.config.latent_dim])
+    # Fixed noise, so pictures of different steps are comparable.
+    eps = tf.random.stateless_normal([k, per_cluster, self.config.latent_dim], [self.config.seed, 0])
     z = self.prior.means[:, None] + tf.linalg.matvec(self.prior.scale_tril[:, None], eps)
     decoded = self.decode_mean(tf.reshape(z, [k * per_cluster, -1]))
     return tf.reshape(decoded, [k, per_cluster] + decoded.shape[1:].as_list())
+
+
+def relaxed_one_hot_sample(logits, temperature, noise: noise_lib.BatchNoise):
+  """A reparametrized sample of tfd.RelaxedOneHotCategorical(temperature, logits) (Gumbel-softmax)
+  from the step's noise: softmax((logits + Gumbel noise) / temperature)."""
+  uniform = noise.uniform([logits.shape[-1]], minval=np.finfo(np.float32).tiny, maxval=1.0)
+  gumbel = tfd.Gumbel(loc=0.0, scale=1.0).quantile(uniform)
+  return tf.nn.softmax((logits + gumbel) / temperature)
 
 
 def from_run(run: dict) -> VariationalClustering:

@@ -1,8 +1,11 @@
-"""Random image transforms written as TensorFlow ops, usable inside a train step or a tf.data map."""
+"""Random image transforms written as TensorFlow ops for a train step; per-image randomness comes
+from a noise.BatchNoise, so the same step draws the same transforms on any number of replicas."""
 import math
 from typing import Sequence
 
 import tensorflow as tf
+
+from vaeclust.lib import noise as noise_lib
 
 
 def affine_transforms(scale, angle, shift_x, shift_y, height: int, width: int):
@@ -30,37 +33,36 @@ def warp(images, transforms, fill_value: float = 0.0):
       fill_value=tf.cast(fill_value, tf.float32), interpolation="BILINEAR", fill_mode="CONSTANT")
 
 
-def random_affine(images, rng: tf.random.Generator, scale_range: Sequence[float],
+def random_affine(images, rng: noise_lib.BatchNoise, scale_range: Sequence[float],
                   max_rotation_degrees: float, max_shift: float):
   """Warps each image by its own random scale, rotation and shift drawn from `rng`."""
-  batch = tf.shape(images)[0]
   height, width = images.shape[1], images.shape[2]
-  scale = rng.uniform([batch], scale_range[0], scale_range[1])
+  scale = rng.uniform([], scale_range[0], scale_range[1])
   max_angle = max_rotation_degrees * math.pi / 180.0
-  angle = rng.uniform([batch], -max_angle, max_angle)
-  shift = rng.uniform([2, batch], -max_shift, max_shift)
-  return warp(images, affine_transforms(scale, angle, shift[0], shift[1], height, width))
+  angle = rng.uniform([], -max_angle, max_angle)
+  shift = rng.uniform([2], -max_shift, max_shift)
+  return warp(images, affine_transforms(scale, angle, shift[:, 0], shift[:, 1], height, width))
 
 
-def random_resized_crop(images, rng: tf.random.Generator, scale_range: Sequence[float],
+def random_resized_crop(images, rng: noise_lib.BatchNoise, scale_range: Sequence[float],
                         ratio_range: Sequence[float] = (3 / 4, 4 / 3)):
   """Crops each image to a random box (area fraction in scale_range, aspect ratio in ratio_range,
   log-uniform) and resizes it back to the input size, bilinearly."""
   batch = tf.shape(images)[0]
-  area = rng.uniform([batch], scale_range[0], scale_range[1])
-  log_ratio = rng.uniform([batch], math.log(ratio_range[0]), math.log(ratio_range[1]))
+  area = rng.uniform([], scale_range[0], scale_range[1])
+  log_ratio = rng.uniform([], math.log(ratio_range[0]), math.log(ratio_range[1]))
   ratio = tf.exp(log_ratio)
   width = tf.minimum(tf.sqrt(area * ratio), 1.0)
   height = tf.minimum(tf.sqrt(area / ratio), 1.0)
-  offsets = rng.uniform([2, batch], 0.0, 1.0)
-  top, left = offsets[0] * (1.0 - height), offsets[1] * (1.0 - width)
+  offsets = rng.uniform([2], 0.0, 1.0)
+  top, left = offsets[:, 0] * (1.0 - height), offsets[:, 1] * (1.0 - width)
   boxes = tf.stack([top, left, top + height, left + width], axis=-1)
   return tf.image.crop_and_resize(images, boxes, tf.range(batch), tf.shape(images)[1:3])
 
 
-def random_flip(images, rng: tf.random.Generator):
+def random_flip(images, rng: noise_lib.BatchNoise):
   """Mirrors each image left-right with probability 1/2."""
-  flip = rng.uniform([tf.shape(images)[0], 1, 1, 1]) < 0.5
+  flip = rng.uniform([1, 1, 1]) < 0.5
   return tf.where(flip, tf.reverse(images, axis=[2]), images)
 
 
@@ -90,25 +92,24 @@ def adjust_colors(images, brightness, contrast, saturation, hue):
   return images
 
 
-def random_color_jitter(images, rng: tf.random.Generator, brightness: float, contrast: float,
+def random_color_jitter(images, rng: noise_lib.BatchNoise, brightness: float, contrast: float,
                         saturation: float, hue: float, probability: float):
   """With `probability` per image, adjust_colors with factors U(1 ± strength) and hue U(± hue)."""
-  batch = tf.shape(images)[0]
-  factors = rng.uniform([3, batch], -1.0, 1.0)
-  hue_shift = rng.uniform([batch], -hue, hue) if hue else tf.zeros([batch])
-  jittered = adjust_colors(images, 1.0 + brightness * factors[0], 1.0 + contrast * factors[1],
-                           1.0 + saturation * factors[2], hue_shift)
-  apply = rng.uniform([batch, 1, 1, 1]) < probability
+  factors = rng.uniform([3], -1.0, 1.0)
+  hue_shift = rng.uniform([], -hue, hue) if hue else tf.zeros([tf.shape(images)[0]])
+  jittered = adjust_colors(images, 1.0 + brightness * factors[:, 0], 1.0 + contrast * factors[:, 1],
+                           1.0 + saturation * factors[:, 2], hue_shift)
+  apply = rng.uniform([1, 1, 1]) < probability
   return tf.where(apply, jittered, images)
 
 
-def random_grayscale(images, rng: tf.random.Generator, probability: float):
+def random_grayscale(images, rng: noise_lib.BatchNoise, probability: float):
   """With `probability` per image, replaces a colour image by its luma in every channel."""
-  apply = rng.uniform([tf.shape(images)[0], 1, 1, 1]) < probability
+  apply = rng.uniform([1, 1, 1]) < probability
   return tf.where(apply, tf.broadcast_to(_gray(images), tf.shape(images)), images)
 
 
-def contrastive_view(images, rng: tf.random.Generator, crop_scale: Sequence[float],
+def contrastive_view(images, rng: noise_lib.BatchNoise, crop_scale: Sequence[float],
                      jitter: Sequence[float], jitter_probability: float,
                      grayscale_probability: float, flip: bool = True):
   """A SimCLR view of [0, 1] images: random resized crop, flip (unless flip=False), colour jitter
