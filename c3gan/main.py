@@ -147,13 +147,18 @@ def log_pictures(model, writer, step: int):
 
 def main(argv):
   del argv
+  if FLAGS.strategy == "multi_worker":
+    experiment.fail("C3-GAN does not run under --strategy=multi_worker yet (its workers stop "
+                    "at the evaluation after training); use mirrored on one machine.")
   strategy = experiment.start()
   run, train_ds = experiment.prepare_run(METHOD, config_from_flags, strategy)
   with strategy.scope():
     model = c3gan_model.from_run(run)
     model.set_optimizers(
-        keras.optimizers.Adam(FLAGS.d_learning_rate, beta_1=FLAGS.beta_1, beta_2=FLAGS.beta_2),
-        keras.optimizers.Adam(FLAGS.g_learning_rate, beta_1=FLAGS.beta_1, beta_2=FLAGS.beta_2))
+        experiment.optimizer(keras.optimizers.Adam(FLAGS.d_learning_rate, beta_1=FLAGS.beta_1,
+                                                   beta_2=FLAGS.beta_2)),
+        experiment.optimizer(keras.optimizers.Adam(FLAGS.g_learning_rate, beta_1=FLAGS.beta_1,
+                                                   beta_2=FLAGS.beta_2)))
   config = model.config
   checkpoint = tf.train.Checkpoint(model=model, d_optimizer=model.d_optimizer,
                                    g_optimizer=model.g_optimizer)

@@ -75,7 +75,7 @@ class C3GAN(keras.Model):
         c.z_dim, c.num_codes, c.code_noise_dim, c.image_size, c.channels, c.g_filters)
     self.discriminator = networks.discriminator(c.image_size, c.channels, c.d_filters, c.embedding_dim)
     # l_k = W[k] + b: one row of a learnable table per code, trained with D.
-    self.centroid_table = keras.layers.Dense(c.embedding_dim, name="centroids",
+    self.centroid_table = keras.layers.Dense(c.embedding_dim, name="centroids", dtype="float32",
                                              kernel_initializer=keras.initializers.Orthogonal())
     self.centroid_table.build((None, c.num_codes))
     self.d_optimizer = None
@@ -188,14 +188,20 @@ class C3GAN(keras.Model):
       }
       per_example = (terms["d_hinge_real"] + terms["d_hinge_fake"] + c.info_weight * terms["d_info"]
                      + c.info_fg_weight * terms["d_info_fg"] + c.entropy_weight * terms["entropy"])
-      contrastive = losses.nt_xent(real_embedding, view_embedding, c.contrastive_temperature)
+      # negatives from the whole global batch, as on one replica
+      both, offset = distribute.cross_replica_concat(
+          tf.concat([real_embedding, view_embedding], axis=-1))
+      contrastive = losses.nt_xent(real_embedding, view_embedding, c.contrastive_temperature,
+                                   both[:, :c.embedding_dim], both[:, c.embedding_dim:], offset)
       mean_probabilities = distribute.global_batch_mean(tf.nn.softmax(real_logits))
       balance = losses.balance_entropy(mean_probabilities)
       # Each replica adds the same global term; gradients of the all-reduce sum them back once.
       loss = (tf.nn.compute_average_loss(per_example)
               + c.contrastive_weight * tf.nn.compute_average_loss(contrastive)
               + c.balance_weight * balance / distribute.num_replicas())
-    grads = tape.gradient(loss, self.d_variables)
+      loss = self.d_optimizer.scale_loss(loss)  # dynamic loss scaling under mixed_float16
+    grads = distribute.finite_everywhere_or_nowhere(tape.gradient(loss, self.d_variables),
+                                                   self.d_optimizer)
     self.d_optimizer.apply_gradients(zip(grads, self.d_variables))
     logs = {name: tf.reduce_mean(value) for name, value in terms.items()}
     logs.update(
@@ -226,8 +232,9 @@ class C3GAN(keras.Model):
                      + c.info_fg_weight * terms["g_info_fg"]
                      + c.mask_area_weight * terms["mask_area"]
                      + c.mask_binary_weight * terms["mask_binary"])
-      loss = tf.nn.compute_average_loss(per_example)
-    grads = tape.gradient(loss, self.g_variables)
+      loss = self.g_optimizer.scale_loss(tf.nn.compute_average_loss(per_example))
+    grads = distribute.finite_everywhere_or_nowhere(tape.gradient(loss, self.g_variables),
+                                                   self.g_optimizer)
     self.g_optimizer.apply_gradients(zip(grads, self.g_variables))
     logs = {name: tf.reduce_mean(value) for name, value in terms.items()}
     logs.update(g_loss=tf.reduce_mean(per_example),

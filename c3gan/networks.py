@@ -17,8 +17,11 @@ def _orthogonal():
 
 
 def _batch_norm():
+  """Batch norm over the global batch (statistics all-reduced across replicas), so that the
+  model trains the same on any number of replicas."""
   return keras.layers.BatchNormalization(
-      momentum=0.9, epsilon=1e-5, gamma_initializer=keras.initializers.RandomNormal(1.0, 0.02))
+      momentum=0.9, epsilon=1e-5, gamma_initializer=keras.initializers.RandomNormal(1.0, 0.02),
+      synchronized=True)
 
 
 class GLU(keras.layers.Layer):
@@ -61,9 +64,10 @@ def res_block(x):
   return keras.layers.Add()([x, y])
 
 
+# Output layers compute in float32 under a mixed-precision policy (images, mask, logit, embedding).
 def _to_image(x, channels):
   return keras.layers.Conv2D(channels, 3, padding="same", activation="tanh",
-                             kernel_initializer=_orthogonal())(x)
+                             kernel_initializer=_orthogonal(), dtype="float32")(x)
 
 
 def num_resolution_steps(image_size: int) -> int:
@@ -121,7 +125,7 @@ def foreground_generator(z_dim: int, num_codes: int, code_noise_dim: int, image_
     x = up_block(x, filters)
   for _ in range(3):
     x = res_block(x)
-  mask = keras.layers.Conv2D(1, 3, padding="same", activation="sigmoid",
+  mask = keras.layers.Conv2D(1, 3, padding="same", activation="sigmoid", dtype="float32",
                              kernel_initializer=_orthogonal())(same_block(x, x.shape[-1]))
   code_bias = keras.layers.Dense(x.shape[-1], use_bias=False, kernel_initializer=_orthogonal())(code)
   y = same_block(AddPerImage()(x, code_bias), x.shape[-1])
@@ -145,9 +149,11 @@ def discriminator(image_size: int, channels: int, d_filters: Sequence[int], embe
       x = _batch_norm()(x)
     x = keras.layers.LeakyReLU(0.2)(x)
   x = keras.layers.LeakyReLU(0.2)(_batch_norm()(_conv(d_filters[-1], 3)(x)))
-  logit = keras.layers.Conv2D(1, 4, strides=4, kernel_initializer=_orthogonal(), name="real_fake")(x)
+  logit = keras.layers.Conv2D(1, 4, strides=4, kernel_initializer=_orthogonal(), name="real_fake",
+                              dtype="float32")(x)
   e = keras.layers.LeakyReLU(0.2)(_batch_norm()(_conv(d_filters[-1], 3)(x)))
   embedding = keras.layers.Conv2D(embedding_dim, 4, strides=4, kernel_initializer=_orthogonal(),
-                                  name="embedding")(e)
-  return keras.Model(images, [keras.layers.Flatten()(logit)[:, 0], keras.layers.Flatten()(embedding)],
+                                  name="embedding", dtype="float32")(e)
+  flat_logit = keras.layers.Flatten(dtype="float32")(logit)[:, 0]
+  return keras.Model(images, [flat_logit, keras.layers.Flatten(dtype="float32")(embedding)],
                      name="discriminator")

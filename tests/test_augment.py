@@ -118,3 +118,32 @@ def test_contrastive_view_is_reproducible_from_the_seed():
                                    (0.4, 0.4, 0.4, 0.1), 0.8, 0.2) for _ in range(2))
   np.testing.assert_array_equal(a, b)
   assert not np.allclose(a, images)
+
+
+def test_warp_matches_tensorflows_projective_transform_op():
+  images = tf.random.uniform([5, 11, 13, 3], seed=8)
+  noise = noise_lib.BatchNoise(3, step=0, batch_size=5)
+  transforms = augment.affine_transforms(noise.uniform([], 0.7, 1.4), noise.uniform([], -1.0, 1.0),
+                                         noise.uniform([], -0.3, 0.3), noise.uniform([], -0.3, 0.3),
+                                         11, 13)
+  expected = tf.raw_ops.ImageProjectiveTransformV3(
+      images=images, transforms=transforms, output_shape=[11, 13], fill_value=0.25,
+      interpolation="BILINEAR", fill_mode="CONSTANT")
+  np.testing.assert_allclose(augment.warp(images, transforms, fill_value=0.25), expected, atol=1e-5)
+  compiled = tf.function(augment.warp, jit_compile=True)(images, transforms, 0.25)
+  np.testing.assert_allclose(compiled, expected, atol=1e-5)
+
+
+def test_random_resized_crop_samples_like_tensorflows_crop_and_resize():
+  images = tf.random.uniform([6, 10, 12, 3], seed=9)
+  crops = augment.random_resized_crop(images, _noise(4, images), (0.2, 0.9))
+  # the same boxes, from the same noise, through tf.image.crop_and_resize
+  noise = _noise(4, images)
+  area, log_ratio = noise.uniform([], 0.2, 0.9), noise.uniform([], math.log(3 / 4), math.log(4 / 3))
+  width = tf.minimum(tf.sqrt(area * tf.exp(log_ratio)), 1.0)
+  height = tf.minimum(tf.sqrt(area / tf.exp(log_ratio)), 1.0)
+  offsets = noise.uniform([2], 0.0, 1.0)
+  top, left = offsets[:, 0] * (1.0 - height), offsets[:, 1] * (1.0 - width)
+  boxes = tf.stack([top, left, top + height, left + width], axis=-1)
+  expected = tf.image.crop_and_resize(images, boxes, tf.range(6), [10, 12])
+  np.testing.assert_allclose(crops, expected, atol=1e-5)

@@ -1,15 +1,22 @@
-"""Training under tf.distribute is the same computation on any number of replicas: the same global
-batch gives the same losses and updated weights on 1 and 2 replicas (logical CPU devices)."""
+"""Training under tf.distribute is the same computation on any number of replicas and workers: the
+same global batch gives the same losses and updated weights on 1 and 2 replicas (logical CPU
+devices), and two workers of MultiWorkerMirroredStrategy end with the same model."""
 import functools
+import importlib
 import json
 import os
+import socket
+import subprocess
+import sys
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from c3gan import model as c3gan_model
 from vaeclust import model as vc_model
+from vaeclust.lib import distribute
 from vaeclust.lib import noise as noise_lib
 from test_vaeclust_main import TINY, run_main
 
@@ -133,3 +140,109 @@ def test_vc_main_trains_the_same_model_on_one_and_two_cpu_devices(tmp_path):
   # evaluation counts every image once, however many replicas trained the model
   assert metrics_one["num_examples"] == metrics_two["num_examples"] == 1797
   assert metrics_two["acc"] == pytest.approx(metrics_one["acc"], abs=2 / 1797)
+
+
+def test_loss_scaled_steps_are_skipped_on_every_replica_when_one_overflows():
+  strategy = _strategy(2)
+  with strategy.scope():
+    variable = tf.Variable([1.0, 2.0])
+    optimizer = keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD(0.1))
+    optimizer.build([variable])
+
+  def replica_fn():
+    replica = tf.distribute.get_replica_context().replica_id_in_sync_group
+    grad = tf.where(tf.equal(replica, 1), float("inf"), 1.0) * tf.ones([2])
+    grads = distribute.finite_everywhere_or_nowhere([grad], optimizer)
+    optimizer.apply_gradients(zip(grads, [variable]))
+    return tf.reduce_all(tf.math.is_finite(grads[0]))
+
+  finite = strategy.experimental_local_results(strategy.run(tf.function(replica_fn)))
+  np.testing.assert_array_equal(variable.numpy(), [1.0, 2.0])  # the step was skipped
+  assert not any(bool(f) for f in finite)  # as replica 0's finite gradient was poisoned too
+  assert float(optimizer.dynamic_scale.numpy()) < 2.0 ** 15  # and the loss scale lowered
+
+
+C3GAN_CONFIG = dict(image_size=16, channels=3, num_clusters=2, over_clustering=2, z_dim=8,
+                    code_noise_dim=4, g_filters=(16, 8, 8), d_filters=(8, 16), embedding_dim=8,
+                    seed=5)
+
+
+def _c3gan_model(strategy):
+  keras.utils.set_random_seed(0)
+  with strategy.scope():
+    model = c3gan_model.C3GAN(c3gan_model.Config(**C3GAN_CONFIG))
+    model.set_optimizers(keras.optimizers.Adam(1e-3, beta_1=0.5),
+                         keras.optimizers.Adam(1e-3, beta_1=0.5))
+  return model
+
+
+def test_c3gan_steps_match_on_one_and_two_replicas():
+  """Batch-norm statistics, the contrastive negatives, the codes and the noise all span the
+  global batch, so 2 replicas compute what 1 does."""
+  batches = [tf.random.stateless_uniform([8, 16, 16, 3], seed=[i, 1]) for i in range(2)]
+  results = []
+  for replicas in (1, 2):
+    strategy = _strategy(replicas)
+    model = _c3gan_model(strategy)
+    logs = _run_steps(strategy, "train_step", model, batches)
+    results.append((logs, model.variables))
+  (logs_one, variables_one), (logs_two, variables_two) = results
+  assert logs_one.keys() == logs_two.keys()
+  for name in logs_one:
+    assert logs_two[name] == pytest.approx(logs_one[name], rel=1e-3, abs=1e-4), name
+  initial = _c3gan_model(_strategy(1)).variables
+  moved = 0
+  for one, two, start in zip(variables_one, variables_two, initial, strict=True):
+    np.testing.assert_allclose(two.numpy(), one.numpy(), rtol=1e-3, atol=1e-4, err_msg=one.path)
+    moved += not np.allclose(one.numpy(), start.numpy())
+  assert moved > len(initial) // 2  # it trained (weights and batch-norm statistics)
+
+
+def _free_ports(count):
+  sockets = [socket.socket() for _ in range(count)]
+  for s in sockets:
+    s.bind(("localhost", 0))
+  ports = [s.getsockname()[1] for s in sockets]
+  for s in sockets:
+    s.close()
+  return ports
+
+
+@pytest.mark.parametrize("main", ["vaeclust"])
+def test_two_workers_train_the_same_model_and_only_the_chief_writes(tmp_path, main):
+  tests = importlib.import_module(f"test_{main}_main")
+  cluster = {"worker": [f"localhost:{port}" for port in _free_ports(2)]}
+  model_dir = str(tmp_path / "run")
+  extra = ["--pretrain_steps=4", "--gmm_restarts=2", "--balance_weight=1"] if main == "vaeclust" else []
+  workers = []
+  for index in range(2):
+    temporary = tmp_path / f"tmp{index}"  # where a non-chief worker writes its own checkpoints
+    temporary.mkdir()
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="", TMPDIR=str(temporary),
+               TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}))
+    workers.append(subprocess.Popen(
+        [sys.executable, "-m", f"{main}.main", *tests.TINY, f"--model_dir={model_dir}",
+         "--strategy=multi_worker", "--train_steps=8", "--log_every=4", *extra],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True))
+  try:
+    errors = [worker.communicate(timeout=400)[1] for worker in workers]
+  finally:
+    for worker in workers:
+      worker.kill()
+  for worker, error in zip(workers, errors):
+    assert worker.returncode == 0, error[-4000:]
+  assert "2 replica(s)" in errors[0]
+
+  other_dir = tmp_path / "tmp1" / "worker_worker_1" / "run"
+  chief, other = _checkpoint_values(model_dir), _checkpoint_values(str(other_dir))
+  assert chief.keys() == other.keys() and int(chief["save_counter/.ATTRIBUTES/VARIABLE_VALUE"]) >= 1
+  for name, value in chief.items():
+    np.testing.assert_array_equal(other[name], value, err_msg=name)
+  # the chief evaluated every image once; the other worker wrote no evaluation, summaries or run
+  with open(os.path.join(model_dir, "eval", "metrics.json")) as f:
+    metrics = json.load(f)
+  assert metrics["num_examples"] == 1797 and metrics["step"] == 8
+  with open(os.path.join(model_dir, "eval", "assignments.csv")) as f:
+    ids = [row.split(",")[0] for row in f.read().splitlines()[1:]]
+  assert len(ids) == len(set(ids)) == 1797
+  assert all(name.startswith(("ckpt", "checkpoint")) for name in os.listdir(other_dir))

@@ -93,10 +93,11 @@ def _latest_step(model_dir):
     ("--num_clusters=1", "--num_clusters must be at least 2"),
     ("--pretrain_steps=50", "--pretrain_steps must be between 0 and --train_steps"),
     ("--conv_filters=a,b", "--conv_filters must be a comma-separated list"),
+    ("--jit_compile --cpu_devices=2", "--jit_compile cannot run on several logical CPU devices"),
 ])
 def test_bad_flags_fail_before_any_work(tmp_path, flag, message):
-  result = run_main(*TINY, f"--model_dir={tmp_path}", "--train_steps=10", flag, check=False,
-                    timeout=120)
+  result = run_main(*TINY, f"--model_dir={tmp_path}", "--train_steps=10", *flag.split(),
+                    check=False, timeout=120)
   assert result.returncode != 0 and message in result.stderr
   assert not os.listdir(tmp_path)
 

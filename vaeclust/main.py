@@ -169,7 +169,7 @@ def main(argv):
   run, train_ds = experiment.prepare_run(METHOD, config_from_flags, strategy)
   with strategy.scope():
     model = vc_model.from_run(run)
-    model.compile(optimizer=keras.optimizers.Adam(FLAGS.learning_rate))
+    model.compile(optimizer=experiment.optimizer(keras.optimizers.Adam(FLAGS.learning_rate)))
     model.optimizer.build(model.trainable_variables)
   config = model.config
   trainer, eval_writer = experiment.resume(

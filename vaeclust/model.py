@@ -82,7 +82,8 @@ class VariationalClustering(keras.Model):
     if c.cluster_posterior not in ("prior+head", "head"):
       raise ValueError(f"Unknown cluster_posterior {c.cluster_posterior!r}.")
     self.pixel_log_scale = self.add_weight(name="pixel_log_scale", shape=(c.channels,),
-                                           initializer="zeros", trainable=c.likelihood == "gaussian")
+                                           initializer="zeros", trainable=c.likelihood == "gaussian",
+                                           autocast=False)
     self.prior_initialized = self.add_weight(name="prior_initialized", shape=(), dtype="bool",
                                              initializer="zeros", trainable=False)
     self.build((None, c.image_size, c.image_size, c.channels))
@@ -204,6 +205,7 @@ class VariationalClustering(keras.Model):
       if c.balance_weight:
         # Each replica adds the same global term; gradients of the all-reduce sum them back once.
         loss += c.balance_weight * balance / distribute.num_replicas()
+      loss = self.optimizer.scale_loss(loss)  # dynamic loss scaling under mixed_float16
     self._apply(tape, loss)
     logs = {name: tf.reduce_mean(value) for name, value in terms.items()}
     logs.update(loss=tf.reduce_mean(per_example) + c.balance_weight * balance, balance_kl=balance,
@@ -218,13 +220,14 @@ class VariationalClustering(keras.Model):
       inputs = self.augment(images, self.step_noise(images)) if self.config.consistency_weight else images
       z = tf.cast(self.code_mean(self.encoder(inputs, training=True)), tf.float32)
       per_example = self.reconstruction_nll(self.decoder(z, training=True), images)
-      loss = tf.nn.compute_average_loss(per_example)
+      loss = self.optimizer.scale_loss(tf.nn.compute_average_loss(per_example))
     self._apply(tape, loss)
     return {"loss": tf.reduce_mean(per_example), "reconstruction": tf.reduce_mean(per_example)}
 
-  def _apply(self, tape, loss):
+  def _apply(self, tape, scaled_loss):
     variables = self.trainable_variables
-    grads = tape.gradient(loss, variables)
+    grads = distribute.finite_everywhere_or_nowhere(tape.gradient(scaled_loss, variables),
+                                                   self.optimizer)
     self.optimizer.apply_gradients([(g, v) for g, v in zip(grads, variables) if g is not None])
 
   def test_step(self, data):
@@ -255,8 +258,7 @@ class VariationalClustering(keras.Model):
 def relaxed_one_hot_sample(logits, temperature, noise: noise_lib.BatchNoise):
   """A reparametrized sample of tfd.RelaxedOneHotCategorical(temperature, logits) (Gumbel-softmax)
   from the step's noise: softmax((logits + Gumbel noise) / temperature)."""
-  uniform = noise.uniform([logits.shape[-1]], minval=np.finfo(np.float32).tiny, maxval=1.0)
-  gumbel = tfd.Gumbel(loc=0.0, scale=1.0).quantile(uniform)
+  gumbel = tfd.Gumbel(loc=0.0, scale=1.0).quantile(noise.uniform([logits.shape[-1]]))  # u in (0, 1)
   return tf.nn.softmax((logits + gumbel) / temperature)
 
 

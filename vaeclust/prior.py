@@ -25,12 +25,16 @@ class GaussianMixturePrior(keras.layers.Layer):
     self.num_clusters, self.latent_dim = num_clusters, latent_dim
     self.covariance, self.scale_floor = covariance, scale_floor
     self._to_tril = tfb.FillScaleTriL(diag_shift=scale_floor)  # softplus diagonal + floor
-    self.logits = self.add_weight(name="logits", shape=(num_clusters,), initializer="zeros")
+    # autocast=False: float32 even inside a mixed-precision model's call.
+    self.logits = self.add_weight(name="logits", shape=(num_clusters,), initializer="zeros",
+                                  autocast=False)
     self.means = self.add_weight(name="means", shape=(num_clusters, latent_dim),
-                                 initializer=keras.initializers.RandomNormal(stddev=1.0))
+                                 initializer=keras.initializers.RandomNormal(stddev=1.0),
+                                 autocast=False)
     identity = np.broadcast_to(np.eye(latent_dim, dtype=np.float32), (num_clusters, latent_dim, latent_dim))
     self.raw_scales = self.add_weight(name="raw_scales", shape=self._raw_from_tril(identity).shape,
-                                      initializer=keras.initializers.Constant(self._raw_from_tril(identity)))
+                                      initializer=keras.initializers.Constant(self._raw_from_tril(identity)),
+                                      autocast=False)
 
   def _raw_from_tril(self, tril: np.ndarray) -> np.ndarray:
     if self.covariance == "full":

@@ -26,11 +26,32 @@ def affine_transforms(scale, angle, shift_x, shift_y, height: int, width: int):
 
 
 def warp(images, transforms, fill_value: float = 0.0):
-  """Bilinear warp of [B, H, W, C] float images by per-image transforms, padding with fill_value."""
+  """Bilinear warp of [B, H, W, C] float images by per-image transforms, each of the four
+  neighbours outside the image counting as fill_value (as ImageProjectiveTransformV3 with
+  CONSTANT fill). Written with gathers, which XLA compiles (that op has no XLA kernel)."""
   shape = tf.shape(images)
-  return tf.raw_ops.ImageProjectiveTransformV3(
-      images=images, transforms=tf.cast(transforms, tf.float32), output_shape=shape[1:3],
-      fill_value=tf.cast(fill_value, tf.float32), interpolation="BILINEAR", fill_mode="CONSTANT")
+  batch, height, width = shape[0], shape[1], shape[2]
+  t = tf.cast(transforms, tf.float32)[:, :, None, None]  # [B, 8, 1, 1]
+  y, x = tf.meshgrid(tf.range(height, dtype=tf.float32), tf.range(width, dtype=tf.float32),
+                     indexing="ij")
+  k = t[:, 6] * x + t[:, 7] * y + 1.0
+  source_x = (t[:, 0] * x + t[:, 1] * y + t[:, 2]) / k  # [B, H, W]
+  source_y = (t[:, 3] * x + t[:, 4] * y + t[:, 5]) / k
+  x0, y0 = tf.floor(source_x), tf.floor(source_y)
+  flat = tf.reshape(images, [-1, images.shape[-1] or shape[3]])
+  first_row = tf.range(batch)[:, None, None] * height * width
+  output = 0.0
+  for corner_x, weight_x in ((x0, x0 + 1.0 - source_x), (x0 + 1.0, source_x - x0)):
+    for corner_y, weight_y in ((y0, y0 + 1.0 - source_y), (y0 + 1.0, source_y - y0)):
+      inside = ((corner_x >= 0) & (corner_x <= tf.cast(width - 1, tf.float32))
+                & (corner_y >= 0) & (corner_y <= tf.cast(height - 1, tf.float32)))
+      index = first_row + (tf.cast(tf.clip_by_value(corner_y, 0.0, tf.cast(height - 1, tf.float32)),
+                                   tf.int32) * width
+                           + tf.cast(tf.clip_by_value(corner_x, 0.0, tf.cast(width - 1, tf.float32)),
+                                     tf.int32))
+      value = tf.where(inside[..., None], tf.gather(flat, index), tf.cast(fill_value, images.dtype))
+      output += (weight_x * weight_y)[..., None] * value
+  return tf.cast(output, images.dtype)
 
 
 def random_affine(images, rng: noise_lib.BatchNoise, scale_range: Sequence[float],
@@ -48,7 +69,6 @@ def random_resized_crop(images, rng: noise_lib.BatchNoise, scale_range: Sequence
                         ratio_range: Sequence[float] = (3 / 4, 4 / 3)):
   """Crops each image to a random box (area fraction in scale_range, aspect ratio in ratio_range,
   log-uniform) and resizes it back to the input size, bilinearly."""
-  batch = tf.shape(images)[0]
   area = rng.uniform([], scale_range[0], scale_range[1])
   log_ratio = rng.uniform([], math.log(ratio_range[0]), math.log(ratio_range[1]))
   ratio = tf.exp(log_ratio)
@@ -56,8 +76,13 @@ def random_resized_crop(images, rng: noise_lib.BatchNoise, scale_range: Sequence
   height = tf.minimum(tf.sqrt(area / ratio), 1.0)
   offsets = rng.uniform([2], 0.0, 1.0)
   top, left = offsets[:, 0] * (1.0 - height), offsets[:, 1] * (1.0 - width)
-  boxes = tf.stack([top, left, top + height, left + width], axis=-1)
-  return tf.image.crop_and_resize(images, boxes, tf.range(batch), tf.shape(images)[1:3])
+  # tf.image.crop_and_resize's sampling as a warp (which, unlike that op, XLA compiles): output
+  # pixel (x, y) reads input (left·(W−1) + width·x, top·(H−1) + height·y).
+  rows, columns = images.shape[1], images.shape[2]
+  zeros = tf.zeros_like(top)
+  transforms = tf.stack([width, zeros, left * (columns - 1), zeros, height, top * (rows - 1),
+                         zeros, zeros], axis=-1)
+  return warp(images, transforms)
 
 
 def random_flip(images, rng: noise_lib.BatchNoise):

@@ -37,6 +37,11 @@ def define():
                     "tf.distribute strategy: mirrored (all local GPUs, else CPU), multi_worker "
                     "(from TF_CONFIG), one_device, tpu.")
   flags.DEFINE_integer("cpu_devices", 1, "Split the CPU into this many logical devices (replicas).")
+  flags.DEFINE_enum("mixed_precision", "off", ["off", "mixed_float16", "mixed_bfloat16"],
+                    "Compute in 16-bit floats with float32 weights (mixed_float16 adds dynamic loss "
+                    "scaling; use mixed_bfloat16 on TPUs and recent CPUs). The mixture prior, KL "
+                    "terms, softmaxes and losses stay float32.")
+  flags.DEFINE_boolean("jit_compile", False, "Compile each training step with XLA.")
 
   flags.mark_flag_as_required("model_dir")
   for name, low in (("num_clusters", 2), ("batch_size", 1), ("eval_batch_size", 1),

@@ -3,6 +3,7 @@ import os
 import tempfile
 
 from absl import logging
+import keras
 import tensorflow as tf
 
 STRATEGIES = ("mirrored", "multi_worker", "one_device", "tpu")
@@ -75,3 +76,37 @@ def global_batch_mean(values):
   total = ctx.all_reduce(tf.distribute.ReduceOp.SUM, tf.reduce_sum(values, axis=0))
   count = ctx.all_reduce(tf.distribute.ReduceOp.SUM, tf.cast(tf.shape(values)[0], tf.float32))
   return total / count
+
+
+def finite_everywhere_or_nowhere(grads, optimizer):
+  """Gradients for `optimizer.apply_gradients` such that all replicas skip a step together.
+
+  Keras' LossScaleOptimizer decides whether to skip a step (and lower the loss scale) from the
+  first replica's gradients before they are all-reduced; a non-finite gradient on another replica
+  would then reach the weights. If any replica's gradients are non-finite, every replica's become
+  NaN. Only loss-scaled training on several replicas needs this.
+  """
+  context = tf.distribute.get_replica_context()
+  if not isinstance(optimizer, keras.optimizers.LossScaleOptimizer) or \
+      context.num_replicas_in_sync == 1:
+    return grads
+  finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in grads if g is not None])
+  non_finite_replicas = context.all_reduce(tf.distribute.ReduceOp.SUM,
+                                           1.0 - tf.cast(finite, tf.float32))
+  poison = tf.where(non_finite_replicas > 0, float("nan"), 0.0)
+  return [None if g is None else g + tf.cast(poison, g.dtype) for g in grads]
+
+
+def cross_replica_concat(values):
+  """([R·b, ...] the rows of every replica in replica order, first row of this replica's b rows),
+  from inside a step function; differentiable (an all-reduce of zero-padded copies, as SimCLR
+  gathers its negatives)."""
+  context = tf.distribute.get_replica_context()
+  if context.num_replicas_in_sync == 1:
+    return values, 0
+  replicas, replica = context.num_replicas_in_sync, context.replica_id_in_sync_group
+  padded = tf.scatter_nd([[replica]], values[None],
+                         tf.concat([[replicas], tf.shape(values)], axis=0))
+  gathered = context.all_reduce(tf.distribute.ReduceOp.SUM, padded)
+  return (tf.reshape(gathered, tf.concat([[-1], tf.shape(values)[1:]], axis=0)),
+          replica * tf.shape(values)[0])

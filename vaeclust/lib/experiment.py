@@ -29,10 +29,31 @@ def fail(message: str):
 
 
 def start() -> tf.distribute.Strategy:
-  """Seeds, devices and strategy from --seed/--cpu_devices/--strategy (first thing a main does)."""
+  """Seeds, devices, strategy and precision policy from --seed/--cpu_devices/--strategy/
+  --mixed_precision (first thing a main does)."""
   keras.utils.set_random_seed(FLAGS.seed)  # weight initialisers, Python and NumPy
   distribute.split_cpu(FLAGS.cpu_devices)
-  return distribute.make_strategy(FLAGS.strategy)
+  name = FLAGS.strategy
+  if FLAGS.jit_compile and name == "mirrored" and not tf.config.list_logical_devices("GPU"):
+    # On CPU devices MirroredStrategy synchronises through merge_call, which an XLA-compiled step
+    # cannot contain, and XLA cannot reach another logical CPU device's variables.
+    if FLAGS.cpu_devices > 1:
+      fail("--jit_compile cannot run on several logical CPU devices (an XLA-compiled step cannot "
+           "reach another device's variables); use it with --cpu_devices=1 or on GPUs/TPUs.")
+    logging.info("--jit_compile on CPU: training on one_device (the same single replica).")
+    name = "one_device"
+  strategy = distribute.make_strategy(name)
+  if FLAGS.mixed_precision != "off":
+    keras.mixed_precision.set_global_policy(FLAGS.mixed_precision)
+  return strategy
+
+
+def optimizer(inner: keras.optimizers.Optimizer) -> keras.optimizers.Optimizer:
+  """`inner`, with dynamic loss scaling under mixed_float16 (whose small gradients would
+  underflow); models scale their losses with optimizer.scale_loss."""
+  if keras.mixed_precision.global_policy().name == "mixed_float16":
+    return keras.optimizers.LossScaleOptimizer(inner)
+  return inner
 
 
 def load_split(train: bool, channels: int = 0):
@@ -102,7 +123,8 @@ def resume(checkpoint: tf.train.Checkpoint, step_counter: tf.Variable, strategy)
   if FLAGS.mode == "eval" and not restored:
     fail(f"No checkpoint in {FLAGS.model_dir}; train first.")
   trainer = training.Trainer(strategy, step_counter, manager, summary_writer(strategy, "train"),
-                             FLAGS.batch_size, FLAGS.log_every, FLAGS.checkpoint_every)
+                             FLAGS.batch_size, FLAGS.log_every, FLAGS.checkpoint_every,
+                             jit_compile=FLAGS.jit_compile)
   return trainer, summary_writer(strategy, "eval")
 
 

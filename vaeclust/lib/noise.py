@@ -3,10 +3,13 @@
 A `tf.random.Generator` made under a tf.distribute strategy gives every replica its own stream, so
 1 and N replicas would train on different noise. Here every replica draws the numbers of the whole
 global batch from one stateless stream, keyed by (seed, step, stream, draw number), and keeps its
-own rows. A run therefore reproduces across device and worker counts, and because the noise is a
-function of the step, a resumed run draws what the uninterrupted one would have.
+own rows. A run therefore reproduces across device and worker counts and with or without XLA, and
+because the noise is a function of the step, a resumed run draws what the uninterrupted one would.
 """
 import tensorflow as tf
+
+# One algorithm everywhere: the default picks per device, so XLA or a GPU would draw other numbers.
+ALGORITHM = "philox"
 
 
 class BatchNoise:
@@ -26,31 +29,39 @@ class BatchNoise:
     self.global_batch_size = self.batch_size * replicas
     self._start = self.batch_size * tf.cast(replica, tf.int32)
     key = tf.stack([tf.cast(seed, tf.int64), tf.cast(step, tf.int64)])
-    self._key = tf.random.experimental.stateless_fold_in(key, stream)
+    self._key = tf.random.experimental.stateless_fold_in(key, stream, alg=ALGORITHM)
     self._draws = 0
 
   def rows(self, values):
     """This replica's rows of a [global batch, ...] tensor."""
     return values[self._start:self._start + self.batch_size]
 
-  def uniform(self, shape=(), minval=0.0, maxval=None, dtype=tf.float32):
-    """[local batch, *shape] uniform numbers in [minval, maxval) (maxval 1 for floats)."""
-    if maxval is None and not dtype.is_integer:
-      maxval = 1.0
-    return self.rows(tf.random.stateless_uniform(self._global(shape), self._seed(), minval, maxval,
-                                                 dtype=dtype))
+  def uniform(self, shape=(), minval=0.0, maxval=1.0, dtype=tf.float32):
+    """[local batch, *shape] uniform numbers in [minval, maxval) (integers: minval ≤ n < maxval)."""
+    fraction = self.rows(self._open_unit_interval(self._global(shape)))
+    if dtype.is_integer:
+      return minval + tf.minimum(tf.cast(fraction * (maxval - minval), dtype), maxval - minval - 1)
+    return tf.cast(minval + fraction * (maxval - minval), dtype)
 
   def normal(self, shape=()):
-    """[local batch, *shape] standard normal float32 numbers."""
-    return self.rows(tf.random.stateless_normal(self._global(shape), self._seed()))
+    """[local batch, *shape] standard normal float32 numbers (the inverse normal CDF of uniform
+    numbers)."""
+    return tf.math.ndtri(self.uniform(shape))
 
   def shared_uniform(self, shape):
-    """Uniform [0, 1) numbers of `shape`, the same on every replica (not per example)."""
-    return tf.random.stateless_uniform(shape, self._seed())
+    """Uniform (0, 1) numbers of `shape`, the same on every replica (not per example)."""
+    return self._open_unit_interval(shape)
+
+  def _open_unit_interval(self, shape):
+    """Float32 numbers in (0, 1) from random 32-bit integers: TensorFlow's float samplers give
+    other numbers under XLA than in its own kernels, its integer bits do not."""
+    bits = tf.random.stateless_uniform(shape, self._seed(), minval=None, maxval=None,
+                                       dtype=tf.uint32, alg=ALGORITHM)
+    return (tf.cast(tf.bitwise.right_shift(bits, 8), tf.float32) + 0.5) * 2.0 ** -24
 
   def _global(self, shape):
     return tf.concat([[self.global_batch_size], tf.constant(shape, tf.int32, [len(shape)])], 0)
 
   def _seed(self):
     self._draws += 1  # counts draws at trace time: the same sequence on every replica and step
-    return tf.random.experimental.stateless_fold_in(self._key, self._draws)
+    return tf.random.experimental.stateless_fold_in(self._key, self._draws, alg=ALGORITHM)

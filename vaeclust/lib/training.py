@@ -17,7 +17,7 @@ class Trainer:
   def __init__(self, strategy: tf.distribute.Strategy, step_counter: tf.Variable,
                checkpoint_manager: tf.train.CheckpointManager,
                summary_writer: tf.summary.SummaryWriter, global_batch_size: int,
-               log_every: int = 100, checkpoint_every: int = 1000):
+               log_every: int = 100, checkpoint_every: int = 1000, jit_compile: bool = False):
     self.strategy = strategy
     self.step_counter = step_counter
     self.manager = checkpoint_manager
@@ -25,6 +25,7 @@ class Trainer:
     self.global_batch_size = global_batch_size
     self.log_every = max(1, log_every)
     self.checkpoint_every = max(1, checkpoint_every)
+    self.jit_compile = jit_compile
 
   @property
   def step(self) -> int:
@@ -47,12 +48,17 @@ class Trainer:
     else:
       dataset = self.strategy.distribute_datasets_from_function(dataset_fn)
     iterator = iter(dataset)
+    replica_step = step_fn
+    if self.jit_compile:  # XLA compiles the step; the loop, the iterator and string ids stay out
+      compiled_step = tf.function(step_fn, jit_compile=True)
+      replica_step = lambda batch: compiled_step(  # pylint: disable=g-long-lambda
+          {name: value for name, value in batch.items() if value.dtype != tf.string})
 
     @tf.function
     def run_steps(iterator, num_steps):
-      logs = self.strategy.run(step_fn, args=(next(iterator),))
+      logs = self.strategy.run(replica_step, args=(next(iterator),))
       for _ in tf.range(num_steps - 1):
-        logs = self.strategy.run(step_fn, args=(next(iterator),))
+        logs = self.strategy.run(replica_step, args=(next(iterator),))
       return {name: self.strategy.reduce(tf.distribute.ReduceOp.MEAN, value, axis=None)
               for name, value in logs.items()}
 

@@ -1,0 +1,87 @@
+"""Mixed precision and XLA compute the float32 losses (to tolerance) on tiny models."""
+import contextlib
+import importlib
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from c3gan import model as c3gan_model
+from vaeclust import model as vc_model
+from vaeclust.lib import experiment
+
+# (policy, XLA, relative tolerance of each loss against float32 without XLA)
+CASES = [("float32", True, 1e-3), ("mixed_float16", False, 5e-2), ("mixed_bfloat16", False, 5e-2),
+         ("mixed_bfloat16", True, 5e-2)]
+
+
+@contextlib.contextmanager
+def _policy(name):
+  keras.mixed_precision.set_global_policy(name)
+  try:
+    yield
+  finally:
+    keras.mixed_precision.set_global_policy("float32")
+
+
+def _vc_logs(policy, jit_compile):
+  with _policy(policy):
+    keras.utils.set_random_seed(0)
+    model = vc_model.VariationalClustering(vc_model.Config(
+        image_size=8, channels=1, num_clusters=4, latent_dim=3, conv_filters=(8, 16),
+        hidden_units=16, balance_weight=1.0, consistency_weight=0.5))
+    model.compile(optimizer=experiment.optimizer(keras.optimizers.Adam(1e-3)))
+    model.optimizer.build(model.trainable_variables)
+    images = tf.random.stateless_uniform([16, 8, 8, 1], seed=[1, 2])
+    logs = tf.function(model.train_step, jit_compile=jit_compile)({"image": images})
+    assert model(images)["logits"].dtype == tf.float32
+    assert model.prior.log_joint(tf.zeros([2, 3])).dtype == tf.float32
+    return {name: float(value) for name, value in logs.items()}, model
+
+
+def _c3gan_logs(policy, jit_compile):
+  with _policy(policy):
+    keras.utils.set_random_seed(0)
+    model = c3gan_model.C3GAN(c3gan_model.Config(
+        image_size=16, channels=3, num_clusters=3, over_clustering=2, z_dim=8, code_noise_dim=4,
+        g_filters=(16, 8, 8), d_filters=(8, 16), embedding_dim=8))
+    model.set_optimizers(experiment.optimizer(keras.optimizers.Adam(2e-4, beta_1=0.5)),
+                         experiment.optimizer(keras.optimizers.Adam(2e-4, beta_1=0.5)))
+    images = tf.random.stateless_uniform([6, 16, 16, 3], seed=[3, 4])
+    logs = tf.function(model.train_step, jit_compile=jit_compile)({"image": images})
+    assert model(images)["embedding"].dtype == tf.float32
+    return {name: float(value) for name, value in logs.items()}, model
+
+
+@pytest.mark.parametrize("build", [_vc_logs, _c3gan_logs], ids=["vc", "c3gan"])
+@pytest.mark.parametrize("policy,jit_compile,tolerance", CASES)
+def test_a_training_step_gives_the_float32_losses(build, policy, jit_compile, tolerance):
+  reference, _ = build("float32", False)
+  logs, model = build(policy, jit_compile)
+  assert logs.keys() == reference.keys()
+  for name, value in reference.items():
+    assert np.isfinite(logs[name]), name
+    assert logs[name] == pytest.approx(value, rel=tolerance, abs=tolerance), name
+  optimizers = [model.optimizer] if hasattr(model, "prior") else [model.d_optimizer, model.g_optimizer]
+  for optimizer in optimizers:  # dynamic loss scaling exactly where float16 needs it
+    assert isinstance(optimizer, keras.optimizers.LossScaleOptimizer) == (policy == "mixed_float16")
+
+
+@pytest.mark.parametrize("main, extra", [
+    ("vaeclust", ["--cpu_devices=2", "--mixed_precision=mixed_float16", "--pretrain_steps=5",
+                  "--gmm_restarts=2", "--consistency_weight=0.5", "--balance_weight=1"]),
+    ("vaeclust", ["--jit_compile", "--mixed_precision=mixed_bfloat16", "--pretrain_steps=5",
+                  "--consistency_weight=0.5"]),
+    ("c3gan", ["--jit_compile", "--mixed_precision=mixed_bfloat16"]),
+    ("c3gan", ["--cpu_devices=2", "--mixed_precision=mixed_float16"]),
+], ids=["vc-float16-2-replicas", "vc-bfloat16-xla", "c3gan-bfloat16-xla", "c3gan-float16-2-replicas"])
+def test_mains_train_and_evaluate_with_mixed_precision_or_xla(tmp_path, main, extra):
+  tests = importlib.import_module(f"test_{main}_main")
+  model_dir = str(tmp_path / "run")
+  tests.run_main(*tests.TINY, f"--model_dir={model_dir}", "--train_steps=20", *extra)
+  with open(os.path.join(model_dir, "eval", "metrics.json")) as f:
+    metrics = json.load(f)
+  assert metrics["step"] == 20 and metrics["num_examples"] == 1797 and metrics["acc"] > 0.1
