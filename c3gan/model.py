@@ -200,9 +200,7 @@ class C3GAN(keras.Model):
               + c.contrastive_weight * tf.nn.compute_average_loss(contrastive)
               + c.balance_weight * balance / distribute.num_replicas())
       loss = self.d_optimizer.scale_loss(loss)  # dynamic loss scaling under mixed_float16
-    grads = distribute.finite_everywhere_or_nowhere(tape.gradient(loss, self.d_variables),
-                                                   self.d_optimizer)
-    self.d_optimizer.apply_gradients(zip(grads, self.d_variables))
+    distribute.apply_gradients(self.d_optimizer, tape, loss, self.d_variables)
     logs = {name: tf.reduce_mean(value) for name, value in terms.items()}
     logs.update(
         contrastive=tf.reduce_mean(contrastive), balance=balance,
@@ -233,9 +231,7 @@ class C3GAN(keras.Model):
                      + c.mask_area_weight * terms["mask_area"]
                      + c.mask_binary_weight * terms["mask_binary"])
       loss = self.g_optimizer.scale_loss(tf.nn.compute_average_loss(per_example))
-    grads = distribute.finite_everywhere_or_nowhere(tape.gradient(loss, self.g_variables),
-                                                   self.g_optimizer)
-    self.g_optimizer.apply_gradients(zip(grads, self.g_variables))
+    distribute.apply_gradients(self.g_optimizer, tape, loss, self.g_variables)
     logs = {name: tf.reduce_mean(value) for name, value in terms.items()}
     logs.update(g_loss=tf.reduce_mean(per_example),
                 mask_mean=tf.reduce_mean(fake["raw_mask"]))

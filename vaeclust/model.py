@@ -206,7 +206,7 @@ class VariationalClustering(keras.Model):
         # Each replica adds the same global term; gradients of the all-reduce sum them back once.
         loss += c.balance_weight * balance / distribute.num_replicas()
       loss = self.optimizer.scale_loss(loss)  # dynamic loss scaling under mixed_float16
-    self._apply(tape, loss)
+    distribute.apply_gradients(self.optimizer, tape, loss, self.trainable_variables)
     logs = {name: tf.reduce_mean(value) for name, value in terms.items()}
     logs.update(loss=tf.reduce_mean(per_example) + c.balance_weight * balance, balance_kl=balance,
                 temperature=self.temperature(), kl_weight=self.kl_weight(),
@@ -221,14 +221,8 @@ class VariationalClustering(keras.Model):
       z = tf.cast(self.code_mean(self.encoder(inputs, training=True)), tf.float32)
       per_example = self.reconstruction_nll(self.decoder(z, training=True), images)
       loss = self.optimizer.scale_loss(tf.nn.compute_average_loss(per_example))
-    self._apply(tape, loss)
+    distribute.apply_gradients(self.optimizer, tape, loss, self.trainable_variables)
     return {"loss": tf.reduce_mean(per_example), "reconstruction": tf.reduce_mean(per_example)}
-
-  def _apply(self, tape, scaled_loss):
-    variables = self.trainable_variables
-    grads = distribute.finite_everywhere_or_nowhere(tape.gradient(scaled_loss, variables),
-                                                   self.optimizer)
-    self.optimizer.apply_gradients([(g, v) for g, v in zip(grads, variables) if g is not None])
 
   def test_step(self, data):
     """Mean objective terms and ELBO on a batch, without updates."""

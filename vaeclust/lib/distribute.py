@@ -78,23 +78,25 @@ def global_batch_mean(values):
   return total / count
 
 
-def finite_everywhere_or_nowhere(grads, optimizer):
-  """Gradients for `optimizer.apply_gradients` such that all replicas skip a step together.
+def apply_gradients(optimizer, tape, scaled_loss, variables):
+  """One optimizer step on d(scaled_loss)/d(variables), from inside a step function.
 
-  Keras' LossScaleOptimizer decides whether to skip a step (and lower the loss scale) from the
-  first replica's gradients before they are all-reduced; a non-finite gradient on another replica
-  would then reach the weights. If any replica's gradients are non-finite, every replica's become
-  NaN. Only loss-scaled training on several replicas needs this.
+  `scaled_loss` is the loss after `optimizer.scale_loss`. Keras' LossScaleOptimizer decides
+  whether to skip a step (and lower the loss scale) from the first replica's gradients before they
+  are all-reduced, so a non-finite gradient on another replica would reach the weights: if any
+  replica's gradients are non-finite, every replica's are made NaN, and all skip the step together.
+  Variables without a gradient are left out.
   """
+  grads = tape.gradient(scaled_loss, variables)
   context = tf.distribute.get_replica_context()
-  if not isinstance(optimizer, keras.optimizers.LossScaleOptimizer) or \
-      context.num_replicas_in_sync == 1:
-    return grads
-  finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in grads if g is not None])
-  non_finite_replicas = context.all_reduce(tf.distribute.ReduceOp.SUM,
-                                           1.0 - tf.cast(finite, tf.float32))
-  poison = tf.where(non_finite_replicas > 0, float("nan"), 0.0)
-  return [None if g is None else g + tf.cast(poison, g.dtype) for g in grads]
+  if isinstance(optimizer, keras.optimizers.LossScaleOptimizer) and \
+      context.num_replicas_in_sync > 1:
+    finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in grads if g is not None])
+    non_finite_replicas = context.all_reduce(tf.distribute.ReduceOp.SUM,
+                                             1.0 - tf.cast(finite, tf.float32))
+    poison = tf.where(non_finite_replicas > 0, float("nan"), 0.0)
+    grads = [None if g is None else g + tf.cast(poison, g.dtype) for g in grads]
+  optimizer.apply_gradients([(g, v) for g, v in zip(grads, variables) if g is not None])
 
 
 def cross_replica_concat(values):
