@@ -54,11 +54,12 @@ class Trainer:
       replica_step = lambda batch: compiled_step(  # pylint: disable=g-long-lambda
           {name: value for name, value in batch.items() if value.dtype != tf.string})
 
-    @tf.function
-    def run_steps(iterator, num_steps):
+    # One step per call: an in-graph loop over several steps would trace the (large) step twice,
+    # before the loop and inside it. No autograph: the steps are plain TensorFlow code and
+    # converting them (and Keras' optimizer) costs a third of the tracing time.
+    @tf.function(autograph=False)
+    def run_step(iterator):
       logs = self.strategy.run(replica_step, args=(next(iterator),))
-      for _ in tf.range(num_steps - 1):
-        logs = self.strategy.run(replica_step, args=(next(iterator),))
       return {name: self.strategy.reduce(tf.distribute.ReduceOp.MEAN, value, axis=None)
               for name, value in logs.items()}
 
@@ -69,7 +70,9 @@ class Trainer:
       step = self.step
       num_steps = min(until_step, _next_multiple(step, self.log_every),
                       _next_multiple(step, self.checkpoint_every)) - step
-      logs = {k: float(v) for k, v in run_steps(iterator, tf.constant(num_steps)).items()}
+      for _ in range(num_steps):
+        logs = run_step(iterator)
+      logs = {name: float(value) for name, value in logs.items()}
       step = self.step
       if not all(map(_finite, logs.values())):
         raise FloatingPointError(f"Non-finite loss at step {step}: {logs}")
