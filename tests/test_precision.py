@@ -85,3 +85,8 @@ def test_mains_train_and_evaluate_with_mixed_precision_or_xla(tmp_path, main, ex
   with open(os.path.join(model_dir, "eval", "metrics.json")) as f:
     metrics = json.load(f)
   assert metrics["step"] == 10 and metrics["num_examples"] == 1797 and 0 < metrics["acc"] <= 1
+  if "--mixed_precision=mixed_float16" in extra:  # its optimizer state has a loss scale
+    resumed = tests.run_main(*tests.TINY, f"--model_dir={model_dir}", "--train_steps=20",
+                             check=False)
+    assert resumed.returncode == 2
+    assert "was trained with --mixed_precision=mixed_float16" in resumed.stderr

@@ -87,12 +87,19 @@ def summary_writer(strategy, name: str):
 
 
 def save_or_check_run(method: str, model_config, strategy):
-  """Saves what the model is (method, config) in model_dir/run.json, or checks a resumed run
-  asks for the same model; returns the config stored there."""
+  """Saves what the model is (method, precision, config) in model_dir/run.json, or checks a
+  resumed run asks for the same model and optimizer state; returns what is stored there."""
   path = os.path.join(FLAGS.model_dir, RUN_FILE)
-  wanted = {"method": method, "dataset": FLAGS.dataset, "model": dataclasses.asdict(model_config)}
+  wanted = {"method": method, "dataset": FLAGS.dataset, "mixed_precision": FLAGS.mixed_precision,
+            "model": dataclasses.asdict(model_config)}
   if tf.io.gfile.exists(path):
     stored = files.read_json(path)
+    stored_precision = stored.get("mixed_precision", "off")
+    if (stored_precision == "mixed_float16") != (FLAGS.mixed_precision == "mixed_float16"):
+      # The loss scale is optimizer state: the checkpoints would not restore into the optimizer.
+      fail(f"{FLAGS.model_dir} was trained with --mixed_precision={stored_precision}; "
+           "mixed_float16 keeps a loss scale in the optimizer's checkpointed state, so resume "
+           f"with --mixed_precision={stored_precision} or use a new --model_dir.")
     normalised = json.loads(json.dumps(wanted))  # tuples → lists, as stored
     if stored["method"] != method or stored["model"] != normalised["model"]:
       differences = sorted(k for k in normalised["model"]
