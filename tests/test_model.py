@@ -41,7 +41,7 @@ def test_prior_initialised_from_codes_clusters_like_that_gmm():
 def test_every_variable_exists_before_the_first_step_and_all_get_gradients():
   model = _model(consistency_weight=1.0, balance_weight=1.0, pretrain_steps=0)
   before = [v.numpy().copy() for v in model.trainable_variables]
-  step = tf.function(model.train_step)
+  step = tf.function(model.train_step, autograph=False)
   logs = step({"image": tf.constant(_digits(32))})
   assert np.isfinite(float(logs["loss"]))
   moved = [not np.array_equal(b, v.numpy()) for b, v in zip(before, model.trainable_variables)]
@@ -57,7 +57,7 @@ def _used_clusters_after_training(balance_weight):
   batches = data.training_batches(tf.data.Dataset.from_tensor_slices(
       {"image": (images * 255).astype(np.uint8), "label": np.zeros(len(images), np.int64),
        "id": np.array([str(i) for i in range(len(images))])}), 64, seed=0)
-  step = tf.function(model.train_step)
+  step = tf.function(model.train_step, autograph=False)
   for batch in batches.take(150):
     logs = step(batch)
   clusters = model(images)["probabilities"].numpy().argmax(1)
