@@ -147,9 +147,6 @@ def log_pictures(model, writer, step: int):
 
 def main(argv):
   del argv
-  if FLAGS.strategy == "multi_worker":
-    experiment.fail("C3-GAN does not run under --strategy=multi_worker yet (its workers stop "
-                    "at the evaluation after training); use mirrored on one machine.")
   strategy = experiment.start()
   run, train_ds = experiment.prepare_run(METHOD, config_from_flags, strategy)
   with strategy.scope():

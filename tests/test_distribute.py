@@ -38,7 +38,7 @@ def _per_replica(strategy, batch):
 
 def _run_steps(strategy, step_name, model, batches):
   """Runs model.<step_name> on each global batch; returns the logs of the last (mean over replicas)."""
-  @tf.function
+  @tf.function(autograph=False)  # as the trainer runs steps
   def step(inputs):
     logs = strategy.run(getattr(model, step_name), args=(inputs,))
     return {k: strategy.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None) for k, v in logs.items()}
@@ -204,27 +204,32 @@ def _free_ports(count):
   return ports
 
 
-@pytest.mark.parametrize("main", ["vaeclust"])
+@pytest.mark.parametrize("main", ["vaeclust", "c3gan"])
 def test_two_workers_train_the_same_model_and_only_the_chief_writes(tmp_path, main):
   tests = importlib.import_module(f"test_{main}_main")
   cluster = {"worker": [f"localhost:{port}" for port in _free_ports(2)]}
   model_dir = str(tmp_path / "run")
   extra = ["--pretrain_steps=4", "--gmm_restarts=2", "--balance_weight=1"] if main == "vaeclust" else []
-  workers = []
+  workers, logs = [], []
   for index in range(2):
     temporary = tmp_path / f"tmp{index}"  # where a non-chief worker writes its own checkpoints
     temporary.mkdir()
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="", TMPDIR=str(temporary),
                TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}))
-    workers.append(subprocess.Popen(
-        [sys.executable, "-m", f"{main}.main", *tests.TINY, f"--model_dir={model_dir}",
-         "--strategy=multi_worker", "--train_steps=8", "--log_every=4", *extra],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True))
+    # Logs go to files: a worker blocked on a full stderr pipe would stall the other's collectives.
+    logs.append(tmp_path / f"worker{index}.log")
+    with open(logs[-1], "w") as log:
+      workers.append(subprocess.Popen(
+          [sys.executable, "-m", f"{main}.main", *tests.TINY, f"--model_dir={model_dir}",
+           "--strategy=multi_worker", "--train_steps=8", "--log_every=4", *extra],
+          env=env, stdout=subprocess.DEVNULL, stderr=log))
   try:
-    errors = [worker.communicate(timeout=400)[1] for worker in workers]
+    for worker in workers:
+      worker.wait(timeout=400)
   finally:
     for worker in workers:
       worker.kill()
+  errors = [log.read_text() for log in logs]
   for worker, error in zip(workers, errors):
     assert worker.returncode == 0, error[-4000:]
   assert "2 replica(s)" in errors[0]
