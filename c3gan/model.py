@@ -199,7 +199,6 @@ class C3GAN(keras.Model):
       loss = (tf.nn.compute_average_loss(per_example)
               + c.contrastive_weight * tf.nn.compute_average_loss(contrastive)
               + c.balance_weight * balance / distribute.num_replicas())
-      loss = self.d_optimizer.scale_loss(loss)  # dynamic loss scaling under mixed_float16
     distribute.apply_gradients(self.d_optimizer, tape, loss, self.d_variables)
     logs = {name: tf.reduce_mean(value) for name, value in terms.items()}
     logs.update(
@@ -230,7 +229,7 @@ class C3GAN(keras.Model):
                      + c.info_fg_weight * terms["g_info_fg"]
                      + c.mask_area_weight * terms["mask_area"]
                      + c.mask_binary_weight * terms["mask_binary"])
-      loss = self.g_optimizer.scale_loss(tf.nn.compute_average_loss(per_example))
+      loss = tf.nn.compute_average_loss(per_example)
     distribute.apply_gradients(self.g_optimizer, tape, loss, self.g_variables)
     logs = {name: tf.reduce_mean(value) for name, value in terms.items()}
     logs.update(g_loss=tf.reduce_mean(per_example),

@@ -150,6 +150,23 @@ def test_vc_main_trains_the_same_model_on_one_and_two_cpu_devices(tmp_path):
   assert metrics_two["acc"] == pytest.approx(metrics_one["acc"], abs=2 / 1797)
 
 
+def test_loss_scaled_gradients_are_unscaled_to_the_plain_update():
+  variable = tf.Variable([1.0, 2.0])
+  optimizer = keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD(0.1))
+  optimizer.build([variable])
+
+  @tf.function(autograph=False)
+  def step():
+    with tf.GradientTape() as tape:
+      loss = tf.reduce_sum(variable * tf.constant([1.0, 1e-3]))
+    distribute.apply_gradients(optimizer, tape, loss, [variable])
+
+  step()
+  # Gradients taken of loss × 2¹⁵ and divided by it again: the update of plain SGD.
+  assert float(optimizer.dynamic_scale.numpy()) == 2.0 ** 15
+  np.testing.assert_allclose(variable.numpy(), [0.9, 2.0 - 1e-4], rtol=1e-6)
+
+
 def test_loss_scaled_steps_are_skipped_on_every_replica_when_one_overflows():
   strategy = _strategy(2)
   with strategy.scope():

@@ -205,7 +205,6 @@ class VariationalClustering(keras.Model):
       if c.balance_weight:
         # Each replica adds the same global term; gradients of the all-reduce sum them back once.
         loss += c.balance_weight * balance / distribute.num_replicas()
-      loss = self.optimizer.scale_loss(loss)  # dynamic loss scaling under mixed_float16
     distribute.apply_gradients(self.optimizer, tape, loss, self.trainable_variables)
     logs = {name: tf.reduce_mean(value) for name, value in terms.items()}
     logs.update(loss=tf.reduce_mean(per_example) + c.balance_weight * balance, balance_kl=balance,
@@ -220,7 +219,7 @@ class VariationalClustering(keras.Model):
       inputs = self.augment(images, self.step_noise(images)) if self.config.consistency_weight else images
       z = tf.cast(self.code_mean(self.encoder(inputs, training=True)), tf.float32)
       per_example = self.reconstruction_nll(self.decoder(z, training=True), images)
-      loss = self.optimizer.scale_loss(tf.nn.compute_average_loss(per_example))
+      loss = tf.nn.compute_average_loss(per_example)
     distribute.apply_gradients(self.optimizer, tape, loss, self.trainable_variables)
     return {"loss": tf.reduce_mean(per_example), "reconstruction": tf.reduce_mean(per_example)}
 

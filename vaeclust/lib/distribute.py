@@ -78,16 +78,17 @@ def global_batch_mean(values):
   return total / count
 
 
-def apply_gradients(optimizer, tape, scaled_loss, variables):
-  """One optimizer step on d(scaled_loss)/d(variables), from inside a step function.
+def apply_gradients(optimizer, tape, loss, variables):
+  """One optimizer step on d(loss)/d(variables), from inside a step function.
 
-  `scaled_loss` is the loss after `optimizer.scale_loss`. Keras' LossScaleOptimizer decides
-  whether to skip a step (and lower the loss scale) from the first replica's gradients before they
-  are all-reduced, so a non-finite gradient on another replica would reach the weights: if any
-  replica's gradients are non-finite, every replica's are made NaN, and all skip the step together.
-  Variables without a gradient are left out.
+  Under mixed_float16 (a LossScaleOptimizer) the gradients are those of the dynamically scaled
+  loss (tape.gradient's output_gradients), so that small float16 gradients do not underflow; the
+  optimizer unscales them. It decides whether to skip a step (and lower the scale) from the first
+  replica's gradients before they are all-reduced, so a non-finite gradient on another replica
+  would reach the weights: if any replica's gradients are non-finite, every replica's are made
+  NaN, and all skip the step together. Variables without a gradient are left out.
   """
-  grads = tape.gradient(scaled_loss, variables)
+  grads = tape.gradient(loss, variables, output_gradients=optimizer.scale_loss(tf.ones_like(loss)))
   context = tf.distribute.get_replica_context()
   if isinstance(optimizer, keras.optimizers.LossScaleOptimizer) and \
       context.num_replicas_in_sync > 1:

@@ -50,7 +50,7 @@ def start() -> tf.distribute.Strategy:
 
 def optimizer(inner: keras.optimizers.Optimizer) -> keras.optimizers.Optimizer:
   """`inner`, with dynamic loss scaling under mixed_float16 (whose small gradients would
-  underflow); models scale their losses with optimizer.scale_loss."""
+  underflow); distribute.apply_gradients scales the gradients."""
   if keras.mixed_precision.global_policy().name == "mixed_float16":
     return keras.optimizers.LossScaleOptimizer(inner)
   return inner
