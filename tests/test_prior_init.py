@@ -1,4 +1,4 @@
-"""Choosing the prior's initial mixture among GMM restarts by augmentation stability."""
+"""Choosing the prior's initial mixture among GMM restarts by a label-free criterion."""
 import numpy as np
 import pytest
 
@@ -10,32 +10,62 @@ def _four_blobs(rng, n=400):
   return centres[rng.integers(0, 4, n)] + rng.normal(scale=0.3, size=(n, 2))
 
 
-def test_keeps_the_split_that_augmentation_does_not_break():
+def _split_by_sign_of_y(choice, codes):
+  assigned = choice.gmm.predict(codes)
+  by_y = codes[:, 1] > 0
+  return (np.all(assigned[by_y] == assigned[by_y][0])
+          and np.all(assigned[~by_y] != assigned[by_y][0]))
+
+
+def test_augmentation_keeps_the_split_that_augmentation_does_not_break():
   # Four blobs, two clusters: splitting by x or by y fits about equally well, but "augmentation"
   # here moves points across x = 0, so only the split by the sign of y is stable.
   rng = np.random.default_rng(0)
   codes = _four_blobs(rng)
   views = [codes * np.array([-1.0, 1.0]) for _ in range(2)]
-  choice = prior_init.fit_stable_mixture(codes, views, num_clusters=2, covariance="full",
-                                         restarts=12, seed=0)
-  assert min(choice.agreements) < 0.6, "every restart found the stable split; the test needs both"
-  assert choice.agreement == pytest.approx(1.0)
-  assigned = choice.gmm.predict(codes)
-  by_y = codes[:, 1] > 0
-  assert np.all(assigned[by_y] == assigned[by_y][0]) and np.all(assigned[~by_y] != assigned[by_y][0])
+  choice = prior_init.choose_mixture(codes, num_clusters=2, covariance="full", restarts=12, seed=0,
+                                     criterion="augmentation", augmented_codes=views)
+  assert min(choice.scores) < 0.6, "every restart found the stable split; the test needs both"
+  assert choice.scores[choice.index] == pytest.approx(1.0)
+  assert _split_by_sign_of_y(choice, codes)
 
 
-def test_without_augmented_codes_keeps_the_most_likely_fit():
+def test_consensus_scores_the_majority_split_highest():
+  split_by_x, split_by_y = np.repeat([0, 1], 6), np.tile([0, 1], 6)
+  relabelled = 1 - split_by_x  # the same partition under other cluster numbers
+  scores = prior_init.consensus([split_by_x, split_by_y, relabelled, split_by_x])
+  assert scores[0] == scores[2] == scores[3] > scores[1]
+  assert scores[0] > 0.6 > 0.1 > scores[1]  # ARI 1 with two of the three others, ~0 with one
+  assert prior_init.consensus([split_by_x]) == [0.0]
+
+
+def test_consensus_keeps_a_fit_that_most_restarts_agree_with():
+  rng = np.random.default_rng(1)
+  codes = _four_blobs(rng)
+  # Three clusters for four blobs: restarts merge different pairs, so they disagree.
+  choice = prior_init.choose_mixture(codes, num_clusters=3, covariance="diag", restarts=6, seed=0,
+                                     criterion="consensus")
+  assert len(set(np.round(choice.scores, 6))) > 1, "all restarts agree; the test needs them not to"
+  assert choice.index == int(np.argmax(choice.scores))
+
+
+def test_likelihood_keeps_the_most_likely_fit():
   rng = np.random.default_rng(1)
   codes = _four_blobs(rng)
   # Three clusters for four blobs: restarts merge different pairs, with different likelihoods.
-  choice = prior_init.fit_stable_mixture(codes, [], num_clusters=3, covariance="diag",
-                                         restarts=6, seed=0)
-  assert np.isnan(choice.agreement)
+  choice = prior_init.choose_mixture(codes, num_clusters=3, covariance="diag", restarts=6, seed=0,
+                                     criterion="likelihood")
   assert len(set(np.round(choice.log_likelihoods, 6))) > 1
-  assert choice.gmm.lower_bound_ == max(choice.log_likelihoods)
+  assert choice.gmm.lower_bound_ == max(choice.log_likelihoods) == choice.scores[choice.index]
 
 
-def test_rejects_zero_restarts():
-  with pytest.raises(ValueError, match="restarts"):
-    prior_init.fit_stable_mixture(np.zeros((10, 2)), [], 2, "full", 0, 0)
+@pytest.mark.parametrize("kwargs, message", [
+    ({"restarts": 0}, "restarts"),
+    ({"criterion": "best"}, "criterion must be one of"),
+    ({"criterion": "augmentation"}, "needs augmented codes"),
+])
+def test_rejects_bad_arguments(kwargs, message):
+  arguments = dict(codes=np.zeros((10, 2)), num_clusters=2, covariance="full", restarts=2, seed=0,
+                   criterion="likelihood")
+  with pytest.raises(ValueError, match=message):
+    prior_init.choose_mixture(**{**arguments, **kwargs})

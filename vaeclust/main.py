@@ -50,8 +50,11 @@ flags.DEFINE_integer("pretrain_steps", 0, "Warm-up autoencoder steps, after whic
                      "is initialised from a GMM fitted to the codes (0: no warm-up).")
 flags.DEFINE_integer("gmm_init_examples", 20_000, "Training images whose codes fit that GMM.")
 flags.DEFINE_integer("gmm_restarts", 20, "GMM fits from different starts after the warm-up; the one "
-                     "whose assignments agree most between images and augmented copies initialises "
-                     "the prior (1: a single fit).")
+                     "kept by --gmm_selection initialises the prior (1: a single fit).")
+flags.DEFINE_enum("gmm_selection", "augmentation", prior_init.CRITERIA,
+                  "Which GMM restart initialises the prior: augmentation (assignments most stable "
+                  "under augmentation), consensus (agrees most with the other restarts; for images "
+                  "too small to augment) or likelihood (highest).")
 flags.DEFINE_list("augment_scale", ["0.9", "1.1"], "Range of the random zoom of augmentations.")
 flags.DEFINE_float("augment_rotation", 10.0, "Largest random rotation of augmentations, degrees.")
 flags.DEFINE_float("augment_shift", 0.08, "Largest random shift of augmentations, image fraction.")
@@ -107,21 +110,24 @@ def train(model, train_ds, trainer: training.Trainer, evaluate):
 
 
 def initialise_prior(model, ds: tf.data.Dataset, trainer: training.Trainer):
-  """Fits GMMs to the warm-up codes and copies the most augmentation-stable one into the prior."""
+  """Fits GMMs to the warm-up codes and copies the one --gmm_selection keeps into the prior."""
   codes = embed(model, ds)
-  views = [embed(model, ds, view=v) for v in (1, 2)] if FLAGS.gmm_restarts > 1 else []
+  # with a single fit there is nothing to choose
+  criterion = FLAGS.gmm_selection if FLAGS.gmm_restarts > 1 else "likelihood"
+  views = [embed(model, ds, view=v) for v in (1, 2)] if criterion == "augmentation" else []
   logging.info("Initialising the mixture prior: %d GMM fit(s) to %d codes.", FLAGS.gmm_restarts,
                len(codes))
-  choice = prior_init.fit_stable_mixture(codes, views, model.config.num_clusters,
-                                         model.config.prior_covariance, FLAGS.gmm_restarts,
-                                         FLAGS.seed)
+  choice = prior_init.choose_mixture(codes, model.config.num_clusters,
+                                     model.config.prior_covariance, FLAGS.gmm_restarts, FLAGS.seed,
+                                     criterion, views)
   model.init_prior(choice.gmm.weights_, choice.gmm.means_, choice.gmm.covariances_)
-  if views:
-    logging.info("Chose the GMM with augmentation agreement %.3f (restarts: %.3f-%.3f).",
-                 choice.agreement, min(choice.agreements), max(choice.agreements))
-    with trainer.writer.as_default(step=trainer.step):
-      tf.summary.scalar("init/augmentation_agreement", choice.agreement)
-      tf.summary.histogram("init/restart_agreements", choice.agreements)
+  if FLAGS.gmm_restarts == 1:
+    return
+  logging.info("Kept GMM restart %d by %s %.3f (restarts: %.3f to %.3f).", choice.index + 1,
+               criterion, choice.scores[choice.index], min(choice.scores), max(choice.scores))
+  with trainer.writer.as_default(step=trainer.step):
+    tf.summary.scalar(f"init/{criterion}", choice.scores[choice.index])
+    tf.summary.histogram(f"init/restart_{criterion}", choice.scores)
 
 
 def embed(model, ds: tf.data.Dataset, view: int = 0) -> np.ndarray:

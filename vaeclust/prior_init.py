@@ -1,47 +1,66 @@
 """Choosing the Gaussian mixture that initialises the prior after the warm-up.
 
 GMMs fitted to the warm-up codes from different starts reach almost the same likelihood but split
-the images very differently. The fits whose assignments survive augmentation of the images (the
-consistency the objective asks of q(c|x)) are the ones that cluster well, so several fits are made
-and the most augmentation-stable one is kept. No labels are involved.
+the images very differently, and the split they start from shapes what VC training ends with. So
+several fits are made and one is kept by a label-free criterion:
+- "augmentation": the fit whose assignments of augmented copies of the images agree most with
+  its assignments of the originals (the consistency the objective asks of q(c|x));
+- "consensus": the fit whose assignments agree most (mean adjusted Rand index) with the other
+  fits' — the medoid of the restarts, a split that many starts find rather than an outlier;
+- "likelihood": the fit of highest likelihood (what scikit-learn's n_init keeps).
 """
 import dataclasses
 from typing import List, Sequence
 
 from absl import logging
 import numpy as np
+from sklearn import metrics
 from sklearn import mixture
+
+CRITERIA = ("augmentation", "consensus", "likelihood")
 
 
 @dataclasses.dataclass
 class Choice:
   gmm: mixture.GaussianMixture
-  agreement: float  # fraction of augmented images assigned like their originals
-  agreements: List[float]  # of every restart, in order
+  index: int  # of the kept restart
+  scores: List[float]  # the criterion of every restart, in order
   log_likelihoods: List[float]  # mean per code, of every restart
 
 
-def fit_stable_mixture(codes: np.ndarray, augmented_codes: Sequence[np.ndarray], num_clusters: int,
-                       covariance: str, restarts: int, seed: int) -> Choice:
-  """Fits `restarts` GMMs (k-means++ starts) to `codes` and returns the one whose assignments of
-  `augmented_codes` (codes of augmented copies of the same images, row for row) agree most with
-  its assignments of `codes`; with no augmented codes, the one of highest likelihood."""
+def consensus(assignments: Sequence[np.ndarray]) -> List[float]:
+  """For each partition, its mean adjusted Rand index with every other one (0 if it is alone)."""
+  return [float(np.mean([metrics.adjusted_rand_score(assigned, other)
+                         for j, other in enumerate(assignments) if j != i]))
+          if len(assignments) > 1 else 0.0 for i, assigned in enumerate(assignments)]
+
+
+def choose_mixture(codes: np.ndarray, num_clusters: int, covariance: str, restarts: int,
+                   seed: int, criterion: str, augmented_codes: Sequence[np.ndarray] = ()) -> Choice:
+  """Fits `restarts` GMMs (k-means++ starts) to `codes` and keeps the best by `criterion`;
+  "augmentation" needs `augmented_codes` (codes of augmented copies of the images, row for row)."""
   if restarts < 1:
     raise ValueError(f"restarts must be at least 1, got {restarts}.")
-  best, agreements, log_likelihoods = None, [], []
+  if criterion not in CRITERIA:
+    raise ValueError(f"criterion must be one of {CRITERIA}, got {criterion!r}.")
+  if criterion == "augmentation" and not len(augmented_codes):
+    raise ValueError("the augmentation criterion needs augmented codes.")
+  fits, assignments = [], []
   for restart in range(restarts):
     gmm = mixture.GaussianMixture(num_clusters, covariance_type=covariance, reg_covar=1e-4,
                                   init_params="k-means++", random_state=seed * 1000 + restart)
-    gmm.fit(codes)
-    assigned = gmm.predict(codes)
-    agreement = float(np.mean([np.mean(gmm.predict(view) == assigned) for view in augmented_codes])
-                      if len(augmented_codes) else np.nan)
-    agreements.append(agreement)
-    log_likelihoods.append(float(gmm.lower_bound_))
-    score = agreement if len(augmented_codes) else gmm.lower_bound_
-    logging.info("GMM restart %d/%d: log-likelihood %.3f, augmentation agreement %.3f.",
-                 restart + 1, restarts, gmm.lower_bound_, agreement)
-    if best is None or score > best[0]:
-      best = (score, gmm, agreement)
-  return Choice(gmm=best[1], agreement=best[2], agreements=agreements,
-                log_likelihoods=log_likelihoods)
+    fits.append(gmm.fit(codes))
+    assignments.append(gmm.predict(codes))
+  log_likelihoods = [float(gmm.lower_bound_) for gmm in fits]
+  if criterion == "likelihood":
+    scores = log_likelihoods
+  elif criterion == "augmentation":
+    scores = [float(np.mean([np.mean(gmm.predict(view) == assigned) for view in augmented_codes]))
+              for gmm, assigned in zip(fits, assignments)]
+  else:
+    scores = consensus(assignments)
+  for restart, (score, log_likelihood) in enumerate(zip(scores, log_likelihoods)):
+    logging.info("GMM restart %d/%d: log-likelihood %.3f, %s %.3f.", restart + 1, restarts,
+                 log_likelihood, criterion, score)
+  index = int(np.argmax(scores))
+  return Choice(gmm=fits[index], index=index, scores=scores, log_likelihoods=log_likelihoods)
