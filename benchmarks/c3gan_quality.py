@@ -18,19 +18,13 @@ import re
 import resource
 import subprocess
 import sys
-import tempfile
 import time
 
 from absl import app
 from absl import flags
 import numpy as np
-from sklearn import cluster as sk_cluster
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-
-from vaeclust.lib import data  # pylint: disable=g-import-not-at-top,wrong-import-position
-from vaeclust.lib import metrics  # pylint: disable=g-import-not-at-top,wrong-import-position
+import clustering_runs
 
 flags.DEFINE_string("config", "c3gan_mnist5k", "configs/NAME.flags to train.")
 flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds; each method runs once per seed (empty: none).")
@@ -44,45 +38,12 @@ FLAGS = flags.FLAGS
 RATE = re.compile(r"train step (\d+)/\d+\s+([\d.]+) steps/s")
 
 
-def config_flags(name: str) -> dict:
-  with open(os.path.join(ROOT, "configs", f"{name}.flags")) as f:
-    return dict(line.strip().lstrip("-").split("=", 1) for line in f if line.startswith("--") and "=" in line)
-
-
-def pixels(name: str, image_size: int):
-  ds, _ = data.load(name, split="all", image_size=image_size)
-  examples = list(ds.as_numpy_iterator())
-  images = np.stack([e["image"] for e in examples]).reshape(len(examples), -1) / 255.0
-  return images.astype(np.float64), np.array([e["label"] for e in examples])
-
-
 def run_c3gan(seed: int):
-  with tempfile.TemporaryDirectory() as model_dir:
-    started = time.time()
-    result = subprocess.run(
-        [sys.executable, "-m", "c3gan.main", f"--flagfile=configs/{FLAGS.config}.flags",
-         f"--model_dir={model_dir}", f"--seed={seed}", *FLAGS.extra_flags],
-        cwd=ROOT, capture_output=True, text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
-    seconds = time.time() - started
-    if result.returncode:
-      raise RuntimeError(f"c3gan.main failed:\n{result.stderr[-3000:]}")
-    with open(os.path.join(model_dir, "eval", "metrics.json")) as f:
-      scores = json.load(f)
+  result = clustering_runs.train_and_score("c3gan.main", FLAGS.config, seed, FLAGS.extra_flags)
   # Logged rates after the first interval (which includes tracing and compiling the step).
-  rates = [float(r) for _, r in RATE.findall(result.stderr)[1:]]
-  return {"acc": scores["acc"], "nmi": scores["nmi"], "ari": scores["ari"],
-          "many_to_one_acc": scores["many_to_one_acc"], "seconds": seconds,
-          "steps_per_second": float(np.mean(rates)) if rates else float("nan")}
-
-
-def run_kmeans(x: np.ndarray, y: np.ndarray, k: int, seed: int):
-  started = time.time()
-  predicted = sk_cluster.KMeans(k, n_init=10, random_state=seed).fit_predict(x)
-  seconds = time.time() - started
-  scores = metrics.scores(y, predicted)
-  return {"acc": scores["acc"], "nmi": scores["nmi"], "ari": scores["ari"],
-          "many_to_one_acc": scores["many_to_one_acc"], "seconds": seconds,
-          "steps_per_second": float("nan")}
+  rates = [float(r) for _, r in RATE.findall(result["log"])[1:]]
+  result["steps_per_second"] = float(np.mean(rates)) if rates else float("nan")
+  return result
 
 
 def time_full_size():
@@ -112,10 +73,6 @@ def time_full_size():
       "d_params": model.discriminator.count_params() + model.centroid_table.count_params()}))
 
 
-def cell(values):
-  return f"{np.mean(values):.3f} ± {np.std(values):.3f}"
-
-
 def main(argv):
   del argv
   if FLAGS.full_size_child:
@@ -123,13 +80,12 @@ def main(argv):
     return
   seeds = [int(s) for s in FLAGS.seeds]
   if seeds:
-    settings = config_flags(FLAGS.config)
-    x, y = pixels(settings["dataset"], int(settings["image_size"]))
-    k = int(settings["num_clusters"])
+    x, y = clustering_runs.pixels(FLAGS.config)
+    k = int(clustering_runs.config_flags(FLAGS.config)["num_clusters"])
     results = {"C3-GAN": [], "k-means (pixels)": []}
     for seed in seeds:
       results["C3-GAN"].append(run_c3gan(seed))
-      results["k-means (pixels)"].append(run_kmeans(x, y, k, seed))
+      results["k-means (pixels)"].append(clustering_runs.baseline("k-means", x, y, k, seed))
       print(f"seed {seed}: " + "; ".join(
           f"{m} acc {r[-1]['acc']:.3f} nmi {r[-1]['nmi']:.3f} ari {r[-1]['ari']:.3f} "
           f"({r[-1]['seconds']:.0f} s)" for m, r in results.items())
@@ -138,8 +94,8 @@ def main(argv):
     print("| method | ACC | NMI | ARI | many-to-one ACC | train steps/s | wall time per seed |")
     print("|---|---|---|---|---|---|---|")
     for method, runs in results.items():
-      rates = [r["steps_per_second"] for r in runs]
-      print(f"| {method} | " + " | ".join(cell([r[key] for r in runs])
+      rates = [r.get("steps_per_second", np.nan) for r in runs]
+      print(f"| {method} | " + " | ".join(clustering_runs.cell([r[key] for r in runs])
                                          for key in ("acc", "nmi", "ari", "many_to_one_acc"))
             + f" | {'—' if np.isnan(rates).all() else f'{np.mean(rates):.2f}'}"
             + f" | {np.mean([r['seconds'] for r in runs]):.0f} s |")
@@ -149,7 +105,7 @@ def main(argv):
     child = subprocess.run(
         [sys.executable, os.path.abspath(__file__), "--full_size_child", "--seeds=",
          f"--full_size_steps={FLAGS.full_size_steps}", f"--full_size_batch={FLAGS.full_size_batch}"],
-        cwd=ROOT, capture_output=True, text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+        cwd=clustering_runs.ROOT, capture_output=True, text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
     if child.returncode:
       raise RuntimeError(child.stderr[-3000:])
     r = json.loads(child.stdout.strip().splitlines()[-1])
