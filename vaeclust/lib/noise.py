@@ -53,11 +53,10 @@ class BatchNoise:
     return self._open_unit_interval(shape)
 
   def _open_unit_interval(self, shape):
-    """Float32 numbers in (0, 1) from random 32-bit integers: TensorFlow's float samplers give
-    other numbers under XLA than in its own kernels, its integer bits do not."""
-    bits = tf.random.stateless_uniform(shape, self._seed(), minval=None, maxval=None,
-                                       dtype=tf.uint32, alg=ALGORITHM)
-    return (tf.cast(tf.bitwise.right_shift(bits, 8), tf.float32) + 0.5) * 2.0 ** -24
+    """Uniform numbers from random 32-bit integers: TensorFlow's float samplers give other
+    numbers under XLA than in its own kernels, its integer bits do not."""
+    return open_unit_interval(tf.random.stateless_uniform(
+        shape, self._seed(), minval=None, maxval=None, dtype=tf.uint32, alg=ALGORITHM))
 
   def _global(self, shape):
     return tf.concat([[self.global_batch_size], tf.constant(shape, tf.int32, [len(shape)])], 0)
@@ -65,3 +64,10 @@ class BatchNoise:
   def _seed(self):
     self._draws += 1  # counts draws at trace time: the same sequence on every replica and step
     return tf.random.experimental.stateless_fold_in(self._key, self._draws, alg=ALGORITHM)
+
+
+def open_unit_interval(bits):
+  """Random uint32 → float32 strictly inside (0, 1), on a grid of 2²³ points centred in their
+  cells: with 24 bits the top point, 1 − 2⁻²⁵, is not a float32 and rounds to 1, where the
+  inverse normal CDF and Gumbel quantile are infinite."""
+  return (tf.cast(tf.bitwise.right_shift(bits, 9), tf.float32) + 0.5) * 2.0 ** -23
