@@ -102,3 +102,19 @@ def test_relaxed_sample_follows_tfp_relaxed_one_hot_categorical():
   np.testing.assert_allclose(np.quantile(ours.max(axis=1), [0.1, 0.5, 0.9]),
                              np.quantile(reference.max(axis=1), [0.1, 0.5, 0.9]), atol=0.02)
   np.testing.assert_allclose(np.bincount(ours.argmax(axis=1)) / 20_000, [0.6, 0.3, 0.1], atol=0.015)
+
+
+def test_initial_posterior_scale_starts_q_z_at_that_fraction_of_the_components_spread():
+  model = _model(initial_posterior_scale=0.1, prior_covariance="diag")
+  images = _digits(300)
+  weights = np.full(6, 1 / 6)
+  variances = np.random.default_rng(0).uniform(0.5, 2.0, size=(6, 4))
+  model.init_prior(weights, np.zeros((6, 4)), variances)
+  _, scales = model.posterior(model.encoder(images), tf.one_hot(np.arange(300) % 6, 6))
+  expected = 0.1 * np.sqrt(weights @ variances)
+  np.testing.assert_allclose(scales.numpy(), np.broadcast_to(expected, (300, 4)), rtol=1e-4)
+  # Left at 0, the untrained scale head is kept, and it depends on the image.
+  untouched = _model(prior_covariance="diag")
+  untouched.init_prior(weights, np.zeros((6, 4)), variances)
+  _, scales = untouched.posterior(untouched.encoder(images), tf.one_hot(np.zeros(300, int), 6))
+  assert scales.numpy().std(axis=0).min() > 1e-3

@@ -1,6 +1,7 @@
 """Choosing the prior's initial mixture among GMM restarts by a label-free criterion."""
 import numpy as np
 import pytest
+from sklearn import metrics
 
 from vaeclust import prior_init
 
@@ -69,3 +70,28 @@ def test_rejects_bad_arguments(kwargs, message):
                    criterion="likelihood")
   with pytest.raises(ValueError, match=message):
     prior_init.choose_mixture(**{**arguments, **kwargs})
+
+
+def test_coassociation_groups_recover_a_split_that_no_single_partition_has():
+  truth = np.repeat([0, 1, 2], 4)
+  partitions = []
+  for wrong in (0, 4, 8, 1, 5):  # each partition misplaces a different example
+    partition = truth.copy()
+    partition[wrong] = (truth[wrong] + 1) % 3
+    partitions.append(partition)
+  assert all(not np.array_equal(p, truth) for p in partitions)
+  groups = prior_init.coassociation_groups(partitions, num_clusters=3)
+  assert metrics.adjusted_rand_score(truth, groups) == 1.0
+
+
+@pytest.mark.parametrize("covariance", ["full", "diag"])
+def test_coassociation_mixture_clusters_the_blobs(covariance, monkeypatch):
+  monkeypatch.setattr(prior_init, "COASSOCIATION_EXAMPLES", 150)  # groups from a subsample
+  rng = np.random.default_rng(2)
+  codes = _four_blobs(rng)
+  choice = prior_init.choose_mixture(codes, num_clusters=4, covariance=covariance, restarts=5,
+                                     seed=0, criterion="coassociation")
+  assert choice.index == -1 and len(choice.scores) == 5
+  blob = (codes[:, 0] > 0) * 2 + (codes[:, 1] > 0)
+  assert metrics.adjusted_rand_score(blob, choice.gmm.predict(codes)) == 1.0
+  assert np.sort(choice.gmm.weights_) == pytest.approx(np.sort(np.bincount(blob)) / len(blob), abs=1e-3)

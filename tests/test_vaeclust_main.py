@@ -89,9 +89,27 @@ def _latest_step(model_dir):
   return max(steps, default=-1)
 
 
+def _metrics_after_training_from_the_gmm(model_dir, initial_posterior_scale):
+  run_main(*TINY, f"--model_dir={model_dir}", "--pretrain_steps=300", "--train_steps=500",
+           "--consistency_weight=0.5", "--balance_weight=0", "--gmm_restarts=1", "--log_every=100",
+           f"--initial_posterior_scale={initial_posterior_scale}")
+  with open(os.path.join(model_dir, "eval", "metrics.json")) as f:
+    return json.load(f)
+
+
+def test_initial_posterior_scale_prevents_the_collapse_after_the_gmm_initialisation(tmp_path):
+  # Without a balance term, the untrained scale head of q(z|x,c) makes every image move to the
+  # widest prior component within 100 steps of the initialisation.
+  untouched = _metrics_after_training_from_the_gmm(tmp_path / "untouched", 0)
+  assert untouched["clusters_used"] <= 5, "this run does not collapse; the test needs one that does"
+  scaled = _metrics_after_training_from_the_gmm(tmp_path / "scaled", 0.1)
+  assert scaled["clusters_used"] >= 8 and scaled["acc"] > 0.5
+
+
 @pytest.mark.parametrize("flag, message", [
     ("--num_clusters=1", "--num_clusters must be at least 2"),
     ("--pretrain_steps=50", "--pretrain_steps must be between 0 and --train_steps"),
+    ("--initial_posterior_scale=-1", "--initial_posterior_scale must be >= 0"),
     ("--conv_filters=a,b", "--conv_filters must be a comma-separated list"),
     ("--jit_compile --cpu_devices=2", "--jit_compile cannot run on several logical CPU devices"),
 ])

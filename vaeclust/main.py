@@ -48,13 +48,18 @@ flags.DEFINE_float("consistency_weight", 0.0, "Weight of the cross-entropy betwe
                    "q(c|augmented x); > 0 also warms up on augmented inputs.")
 flags.DEFINE_integer("pretrain_steps", 0, "Warm-up autoencoder steps, after which the mixture prior "
                      "is initialised from a GMM fitted to the codes (0: no warm-up).")
+flags.DEFINE_float("initial_posterior_scale", 0.0, "After the warm-up, start the scale of q(z|x,c) "
+                   "at this fraction of the fitted components' within-cluster std (0: leave the "
+                   "untrained scale head as it is, which can be much wider than the components "
+                   "and pull images into the widest one).")
 flags.DEFINE_integer("gmm_init_examples", 20_000, "Training images whose codes fit that GMM.")
 flags.DEFINE_integer("gmm_restarts", 20, "GMM fits from different starts after the warm-up; the one "
                      "kept by --gmm_selection initialises the prior (1: a single fit).")
 flags.DEFINE_enum("gmm_selection", "augmentation", prior_init.CRITERIA,
                   "Which GMM restart initialises the prior: augmentation (assignments most stable "
                   "under augmentation), consensus (agrees most with the other restarts; for images "
-                  "too small to augment) or likelihood (highest).")
+                  "too small to augment), likelihood (highest), or coassociation (none: the prior "
+                  "is fitted to the groups of images that the restarts put together most often).")
 flags.DEFINE_list("augment_scale", ["0.9", "1.1"], "Range of the random zoom of augmentations.")
 flags.DEFINE_float("augment_rotation", 10.0, "Largest random rotation of augmentations, degrees.")
 flags.DEFINE_float("augment_shift", 0.08, "Largest random shift of augmentations, image fraction.")
@@ -68,6 +73,8 @@ flags.register_validator("augment_scale", lambda v: len(v) == 2 and 0 < float(v[
                          message="--augment_scale must be two numbers low,high with 0 < low <= high.")
 flags.register_validator("temperature_end", lambda v: v > 0, message="--temperature_end must be > 0.")
 flags.register_validator("learning_rate", lambda v: v > 0, message="--learning_rate must be > 0.")
+flags.register_validator("initial_posterior_scale", lambda v: v >= 0,
+                         message="--initial_posterior_scale must be >= 0.")
 flags.register_validator("scale_floor", lambda v: v > 0, message="--scale_floor must be > 0.")
 flags.register_multi_flags_validator(
     ["temperature_start", "temperature_end"], lambda f: f["temperature_start"] >= f["temperature_end"],
@@ -89,7 +96,8 @@ def config_from_flags(info: data.DatasetInfo) -> vc_model.Config:
       temperature_start=FLAGS.temperature_start, temperature_end=FLAGS.temperature_end,
       temperature_decay_steps=FLAGS.temperature_decay_steps, kl_warmup_steps=FLAGS.kl_warmup_steps,
       balance_weight=FLAGS.balance_weight, consistency_weight=FLAGS.consistency_weight,
-      pretrain_steps=FLAGS.pretrain_steps, cluster_posterior=FLAGS.cluster_posterior,
+      pretrain_steps=FLAGS.pretrain_steps, initial_posterior_scale=FLAGS.initial_posterior_scale,
+      cluster_posterior=FLAGS.cluster_posterior,
       augment_scale=tuple(float(s) for s in FLAGS.augment_scale),
       augment_rotation=FLAGS.augment_rotation, augment_shift=FLAGS.augment_shift, seed=FLAGS.seed)
 
@@ -123,11 +131,17 @@ def initialise_prior(model, ds: tf.data.Dataset, trainer: training.Trainer):
   model.init_prior(choice.gmm.weights_, choice.gmm.means_, choice.gmm.covariances_)
   if FLAGS.gmm_restarts == 1:
     return
-  logging.info("Kept GMM restart %d by %s %.3f (restarts: %.3f to %.3f).", choice.index + 1,
-               criterion, choice.scores[choice.index], min(choice.scores), max(choice.scores))
+  if choice.index < 0:
+    logging.info("Prior from the co-association groups of %d restarts (their consensus: %.3f to "
+                 "%.3f).", FLAGS.gmm_restarts, min(choice.scores), max(choice.scores))
+  else:
+    logging.info("Kept GMM restart %d by %s %.3f (restarts: %.3f to %.3f).", choice.index + 1,
+                 criterion, choice.scores[choice.index], min(choice.scores), max(choice.scores))
   with trainer.writer.as_default(step=trainer.step):
-    tf.summary.scalar(f"init/{criterion}", choice.scores[choice.index])
-    tf.summary.histogram(f"init/restart_{criterion}", choice.scores)
+    measure = "consensus" if criterion == "coassociation" else criterion
+    tf.summary.histogram(f"init/restart_{measure}", choice.scores)
+    if choice.index >= 0:
+      tf.summary.scalar(f"init/{criterion}", choice.scores[choice.index])
 
 
 def embed(model, ds: tf.data.Dataset, view: int = 0) -> np.ndarray:

@@ -46,6 +46,9 @@ class Config:
   balance_weight: float = 0.0
   consistency_weight: float = 0.0
   pretrain_steps: int = 0
+  # When the prior is initialised: q(z|x,c)'s scale is set to this fraction of the prior
+  # components' own spread (0: left as the warm-up leaves it, i.e. untrained).
+  initial_posterior_scale: float = 0.0
   # "prior+head": q(c|x) logits = log p(c | z = m(x)) under the mixture prior + a learned head
   # (zero at the start, so a GMM-initialised prior clusters at once); "head": the head alone.
   cluster_posterior: str = "prior+head"
@@ -234,8 +237,23 @@ class VariationalClustering(keras.Model):
   # ----- prior initialisation and sampling ---------------------------------------------------------
 
   def init_prior(self, weights: np.ndarray, means: np.ndarray, covariances: np.ndarray):
-    """Copies a fitted Gaussian mixture (see prior_init) into the prior and marks it initialised."""
+    """Copies a fitted Gaussian mixture (see prior_init) into the prior and marks it initialised.
+
+    The warm-up never trains the scale head of q(z|x,c); left at its random start it is far wider
+    than the fitted components, and E_q(c|x) KL(q(z|x,c) || p(z|c)) is then smallest for the
+    widest component, which pulls every image there. With `initial_posterior_scale` the head
+    starts as a constant that fraction of the components' mean within-cluster std per dimension.
+    """
     self.prior.assign(weights, means, covariances)
+    fraction = self.config.initial_posterior_scale
+    if fraction:
+      covariances = np.asarray(covariances, np.float64)
+      variances = covariances if covariances.ndim == 2 else np.diagonal(covariances, axis1=1, axis2=2)
+      spread = np.sqrt(np.asarray(weights) @ variances)  # [D]
+      scale = np.maximum(fraction * spread - self.config.scale_floor, 1e-4)
+      kernel, bias = self.code_raw_scale.get_weights()
+      self.code_raw_scale.set_weights([np.zeros_like(kernel),
+                                       np.log(np.expm1(scale)).astype(bias.dtype)])
     self.prior_initialized.assign(True)
 
   def sample_images(self, per_cluster: int):

@@ -7,24 +7,31 @@ several fits are made and one is kept by a label-free criterion:
   its assignments of the originals (the consistency the objective asks of q(c|x));
 - "consensus": the fit whose assignments agree most (mean adjusted Rand index) with the other
   fits' — the medoid of the restarts, a split that many starts find rather than an outlier;
-- "likelihood": the fit of highest likelihood (what scikit-learn's n_init keeps).
+- "likelihood": the fit of highest likelihood (what scikit-learn's n_init keeps);
+- "coassociation": no single fit: images are grouped by how often the restarts put them in the same
+  component (average-linkage clustering of that co-association matrix, evidence accumulation), and
+  a GMM started from the groups' moments is refined on all codes. It keeps what most restarts
+  agree on pair by pair, where the other criteria must take one restart's errors with its split.
 """
 import dataclasses
 from typing import List, Sequence
 
 from absl import logging
 import numpy as np
+from sklearn import cluster
 from sklearn import metrics
 from sklearn import mixture
 
-CRITERIA = ("augmentation", "consensus", "likelihood")
+CRITERIA = ("augmentation", "consensus", "likelihood", "coassociation")
+REG_COVAR = 1e-4
+COASSOCIATION_EXAMPLES = 5000  # the matrix is examples² floats
 
 
 @dataclasses.dataclass
 class Choice:
   gmm: mixture.GaussianMixture
-  index: int  # of the kept restart
-  scores: List[float]  # the criterion of every restart, in order
+  index: int  # of the kept restart (-1: the co-association mixture, none of them)
+  scores: List[float]  # the criterion of every restart, in order (consensus for coassociation)
   log_likelihoods: List[float]  # mean per code, of every restart
 
 
@@ -37,8 +44,8 @@ def consensus(assignments: Sequence[np.ndarray]) -> List[float]:
 
 def choose_mixture(codes: np.ndarray, num_clusters: int, covariance: str, restarts: int,
                    seed: int, criterion: str, augmented_codes: Sequence[np.ndarray] = ()) -> Choice:
-  """Fits `restarts` GMMs (k-means++ starts) to `codes` and keeps the best by `criterion`;
-  "augmentation" needs `augmented_codes` (codes of augmented copies of the images, row for row)."""
+  """Fits `restarts` GMMs (k-means++ starts) to `codes` and keeps the best by `criterion` (or, for
+  "coassociation", combines them); "augmentation" needs `augmented_codes` (codes of augmented copies of the images, row for row)."""
   if restarts < 1:
     raise ValueError(f"restarts must be at least 1, got {restarts}.")
   if criterion not in CRITERIA:
@@ -47,7 +54,7 @@ def choose_mixture(codes: np.ndarray, num_clusters: int, covariance: str, restar
     raise ValueError("the augmentation criterion needs augmented codes.")
   fits, assignments = [], []
   for restart in range(restarts):
-    gmm = mixture.GaussianMixture(num_clusters, covariance_type=covariance, reg_covar=1e-4,
+    gmm = mixture.GaussianMixture(num_clusters, covariance_type=covariance, reg_covar=REG_COVAR,
                                   init_params="k-means++", random_state=seed * 1000 + restart)
     fits.append(gmm.fit(codes))
     assignments.append(gmm.predict(codes))
@@ -57,10 +64,42 @@ def choose_mixture(codes: np.ndarray, num_clusters: int, covariance: str, restar
   elif criterion == "augmentation":
     scores = [float(np.mean([np.mean(gmm.predict(view) == assigned) for view in augmented_codes]))
               for gmm, assigned in zip(fits, assignments)]
-  else:
+  else:  # consensus; coassociation logs it too, as a measure of how much the restarts agree
     scores = consensus(assignments)
   for restart, (score, log_likelihood) in enumerate(zip(scores, log_likelihoods)):
     logging.info("GMM restart %d/%d: log-likelihood %.3f, %s %.3f.", restart + 1, restarts,
-                 log_likelihood, criterion, score)
+                 log_likelihood, "consensus" if criterion == "coassociation" else criterion, score)
+  if criterion == "coassociation":
+    gmm = coassociation_mixture(codes, assignments, num_clusters, covariance, seed)
+    return Choice(gmm=gmm, index=-1, scores=scores, log_likelihoods=log_likelihoods)
   index = int(np.argmax(scores))
   return Choice(gmm=fits[index], index=index, scores=scores, log_likelihoods=log_likelihoods)
+
+
+def coassociation_groups(assignments: Sequence[np.ndarray], num_clusters: int) -> np.ndarray:
+  """Average-linkage clustering of 1 − (fraction of partitions that put two examples together)
+  into `num_clusters` groups: one label per example."""
+  one_hot = np.concatenate([np.eye(num_clusters)[assigned] for assigned in assignments], axis=1)
+  together = one_hot @ one_hot.T / len(assignments)
+  return cluster.AgglomerativeClustering(num_clusters, metric="precomputed",
+                                         linkage="average").fit_predict(1.0 - together)
+
+
+def coassociation_mixture(codes: np.ndarray, assignments: Sequence[np.ndarray], num_clusters: int,
+                          covariance: str, seed: int) -> mixture.GaussianMixture:
+  """A GMM started from the moments of the co-association groups (found on at most
+  COASSOCIATION_EXAMPLES codes) and refined by EM on all of them."""
+  rows = np.random.default_rng(seed).permutation(len(codes))[:COASSOCIATION_EXAMPLES]
+  groups = coassociation_groups([assigned[rows] for assigned in assignments], num_clusters)
+  members = [codes[rows][groups == k] for k in range(num_clusters)]
+  dim = codes.shape[1]
+  if covariance == "full":
+    covariances = [np.atleast_2d(np.cov(m.T, bias=True)) + REG_COVAR * np.eye(dim) for m in members]
+    precisions = np.linalg.inv(np.stack(covariances))
+  else:
+    precisions = 1.0 / np.stack([m.var(axis=0) + REG_COVAR for m in members])
+  gmm = mixture.GaussianMixture(
+      num_clusters, covariance_type=covariance, reg_covar=REG_COVAR, random_state=seed,
+      weights_init=np.bincount(groups, minlength=num_clusters) / len(groups),
+      means_init=np.stack([m.mean(axis=0) for m in members]), precisions_init=precisions)
+  return gmm.fit(codes)
