@@ -114,7 +114,7 @@ def test_initial_posterior_scale_starts_q_z_at_that_fraction_of_the_components_s
   expected = 0.1 * np.sqrt(weights @ variances)
   np.testing.assert_allclose(scales.numpy(), np.broadcast_to(expected, (300, 4)), rtol=1e-4)
   # Left at 0, the untrained scale head is kept, and it depends on the image.
-  untouched = _model(prior_covariance="diag")
+  untouched = _model(prior_covariance="diag", initial_posterior_scale=0.0)
   untouched.init_prior(weights, np.zeros((6, 4)), variances)
   _, scales = untouched.posterior(untouched.encoder(images), tf.one_hot(np.zeros(300, int), 6))
   assert scales.numpy().std(axis=0).min() > 1e-3

@@ -28,7 +28,7 @@ def test_train_and_eval_writes_the_evaluation_contract(tmp_path):
   model_dir = str(tmp_path / "run")
   run_main(*TINY, f"--model_dir={model_dir}", "--pretrain_steps=500", "--train_steps=800",
            "--checkpoint_every=400", "--balance_weight=1", "--eval_every=100",
-           "--log_every=100", "--gmm_restarts=4", "--gmm_selection=consensus")
+           "--log_every=100", "--gmm_restarts=4", "--gmm_selection=coassociation")
   with open(os.path.join(model_dir, "eval", "metrics.json")) as f:
     metrics = json.load(f)
   assert set(metrics) >= {"acc", "nmi", "ari", "num_examples", "num_clusters", "step"}

@@ -48,7 +48,7 @@ flags.DEFINE_float("consistency_weight", 0.0, "Weight of the cross-entropy betwe
                    "q(c|augmented x); > 0 also warms up on augmented inputs.")
 flags.DEFINE_integer("pretrain_steps", 0, "Warm-up autoencoder steps, after which the mixture prior "
                      "is initialised from a GMM fitted to the codes (0: no warm-up).")
-flags.DEFINE_float("initial_posterior_scale", 0.0, "After the warm-up, start the scale of q(z|x,c) "
+flags.DEFINE_float("initial_posterior_scale", 0.1, "After the warm-up, start the scale of q(z|x,c) "
                    "at this fraction of the fitted components' within-cluster std (0: leave the "
                    "untrained scale head as it is, which can be much wider than the components "
                    "and pull images into the widest one).")

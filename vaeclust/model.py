@@ -47,8 +47,8 @@ class Config:
   consistency_weight: float = 0.0
   pretrain_steps: int = 0
   # When the prior is initialised: q(z|x,c)'s scale is set to this fraction of the prior
-  # components' own spread (0: left as the warm-up leaves it, i.e. untrained).
-  initial_posterior_scale: float = 0.0
+  # components' own spread (0: left as the warm-up leaves it, i.e. untrained; see init_prior).
+  initial_posterior_scale: float = 0.1
   # "prior+head": q(c|x) logits = log p(c | z = m(x)) under the mixture prior + a learned head
   # (zero at the start, so a GMM-initialised prior clusters at once); "head": the head alone.
   cluster_posterior: str = "prior+head"
