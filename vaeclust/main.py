@@ -128,7 +128,9 @@ def initialise_prior(model, ds: tf.data.Dataset, trainer: training.Trainer):
   choice = prior_init.choose_mixture(codes, model.config.num_clusters,
                                      model.config.prior_covariance, FLAGS.gmm_restarts, FLAGS.seed,
                                      criterion, views)
-  model.init_prior(choice.gmm.weights_, choice.gmm.means_, choice.gmm.covariances_)
+  # every worker fits its own GMMs; the chief's must initialise all of them
+  model.init_prior(*distribute.from_first_replica(
+      trainer.strategy, [choice.gmm.weights_, choice.gmm.means_, choice.gmm.covariances_]))
   if FLAGS.gmm_restarts == 1:
     return
   if choice.index < 0:

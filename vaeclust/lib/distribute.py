@@ -4,6 +4,7 @@ import tempfile
 
 from absl import logging
 import keras
+import numpy as np
 import tensorflow as tf
 
 STRATEGIES = ("mirrored", "multi_worker", "one_device", "tpu")
@@ -62,6 +63,28 @@ def writable_dir(model_dir: str, strategy: tf.distribute.Strategy) -> str:
   resolver = strategy.cluster_resolver
   return os.path.join(tempfile.gettempdir(), f"worker_{resolver.task_type}_{resolver.task_id}",
                       os.path.basename(os.path.normpath(model_dir)))
+
+
+def from_first_replica(strategy: tf.distribute.Strategy, values):
+  """The first replica's `values` (a list of arrays, or of per-replica values) on every replica
+  of every worker, as numpy arrays.
+
+  Whatever a worker computes outside the steps (the GMM fitted to the warm-up codes, say) can
+  differ from the chief's: other hardware rounds otherwise, and a fit can then end elsewhere.
+  Mirrored variables set from such values would stay different for good, because every worker
+  adds the same all-reduced updates to them. Replica 0 lives on the chief.
+  """
+  if strategy.num_replicas_in_sync == 1:
+    return [np.asarray(strategy.experimental_local_results(v)[0]) for v in values]
+
+  def keep_first(*replica_values):
+    context = tf.distribute.get_replica_context()
+    first = tf.equal(context.replica_id_in_sync_group, 0)
+    return [context.all_reduce(tf.distribute.ReduceOp.SUM, tf.where(first, v, tf.zeros_like(v)))
+            for v in replica_values]
+
+  results = tf.function(lambda *v: strategy.run(keep_first, args=v))(*values)
+  return [strategy.experimental_local_results(r)[0].numpy() for r in results]
 
 
 def num_replicas() -> int:

@@ -126,7 +126,7 @@ def resume(checkpoint: tf.train.Checkpoint, step_counter: tf.Variable, strategy)
   """Restores the newest checkpoint of --model_dir (one must exist for --mode=eval); returns the
   Trainer that saves into it and the evaluation summary writer."""
   manager = checkpoint_manager(checkpoint, strategy)
-  restored = training.restore_or_initialize(manager)
+  restored = training.restore(checkpoint, FLAGS.model_dir)
   if FLAGS.mode == "eval" and not restored:
     fail(f"No checkpoint in {FLAGS.model_dir}; train first.")
   trainer = training.Trainer(strategy, step_counter, manager, summary_writer(strategy, "train"),

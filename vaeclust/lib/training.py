@@ -96,10 +96,16 @@ class Trainer:
     logging.info("%s finished at step %d in %s.", phase, self.step, _duration(time.time() - started))
 
 
-def restore_or_initialize(manager: tf.train.CheckpointManager) -> Optional[str]:
-  """Restores the newest checkpoint in the manager's directory, if any; returns its path."""
-  path = manager.restore_or_initialize()
+def restore(checkpoint: tf.train.Checkpoint, directory: str) -> Optional[str]:
+  """Restores the newest checkpoint in `directory`, if any; returns its path.
+
+  Every worker restores from the chief's directory, not from the one it saves to (a non-chief's
+  private one, which a restarted or replaced machine may have lost): workers that resumed from
+  different steps would stall each other's collectives.
+  """
+  path = tf.train.latest_checkpoint(directory)
   if path:
+    checkpoint.restore(path)
     logging.info("Resumed from %s.", path)
   return path
 
