@@ -4,7 +4,6 @@ import tempfile
 
 from absl import logging
 import keras
-import numpy as np
 import tensorflow as tf
 
 STRATEGIES = ("mirrored", "multi_worker", "one_device", "tpu")
@@ -74,14 +73,8 @@ def from_first_replica(strategy: tf.distribute.Strategy, values):
   Mirrored variables set from such values would stay different for good, because every worker
   adds the same all-reduced updates to them. Replica 0 lives on the chief.
   """
-  if strategy.num_replicas_in_sync == 1:
-    return [np.asarray(strategy.experimental_local_results(v)[0]) for v in values]
-
   def keep_first(*replica_values):
-    context = tf.distribute.get_replica_context()
-    first = tf.equal(context.replica_id_in_sync_group, 0)
-    return [context.all_reduce(tf.distribute.ReduceOp.SUM, tf.where(first, v, tf.zeros_like(v)))
-            for v in replica_values]
+    return [cross_replica_concat(v[None])[0][0] for v in replica_values]
 
   results = tf.function(lambda *v: strategy.run(keep_first, args=v))(*values)
   return [strategy.experimental_local_results(r)[0].numpy() for r in results]
