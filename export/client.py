@@ -2,15 +2,16 @@
 
   python -m export.client --server=localhost:8500 --model_name=mnist a.png b.jpg ...
 
-prints `file,cluster,confidence` (confidence = the largest cluster probability). The functions
-are also what tests and benchmarks use to talk to a server.
+prints `file,cluster,confidence` (confidence = the largest cluster probability). Files the model
+cannot read are named on standard error, the others clustered. The functions are also what tests
+and benchmarks use to talk to a server.
 """
 import csv
 import io
 import os
 import sys
 import time
-from typing import Dict, List, Sequence
+from typing import Dict, List, Sequence, Tuple
 
 from absl import app
 from absl import flags
@@ -36,9 +37,15 @@ MESSAGE_OPTIONS = [("grpc.max_receive_message_length", -1), ("grpc.max_send_mess
 class Client:
   """Stubs of both services on one channel; every call retries UNAVAILABLE with backoff."""
 
-  def __init__(self, server: str, model_name: str, timeout: float = 10.0, attempts: int = 5):
+  def __init__(self, server: str, model_name: str, timeout: float = 10.0, attempts: int = 5,
+               root_certificates: bytes = None):
+    """root_certificates (PEM) connect with TLS, trusting them."""
     self.server = server
-    self.channel = grpc.insecure_channel(server, options=MESSAGE_OPTIONS)
+    if root_certificates:
+      self.channel = grpc.secure_channel(
+          server, grpc.ssl_channel_credentials(root_certificates), options=MESSAGE_OPTIONS)
+    else:
+      self.channel = grpc.insecure_channel(server, options=MESSAGE_OPTIONS)
     self.predictions = prediction_service_pb2_grpc.PredictionServiceStub(self.channel)
     self.models = model_service_pb2_grpc.ModelServiceStub(self.channel)
     self.model_name = model_name
@@ -110,9 +117,12 @@ class Client:
     self.channel.close()
 
 
-def cluster_files(client: Client, paths: Sequence[str], signature: str, batch_size: int) -> List[tuple]:
-  """(path, cluster, confidence) for every file, sending encoded bytes to a one-string-input
-  signature in batches; the input's name comes from the server's signature metadata."""
+def cluster_files(client: Client, paths: Sequence[str], signature: str,
+                  batch_size: int) -> Tuple[List[tuple], List[tuple]]:
+  """((path, cluster, confidence) rows, (path, message) of files the server cannot read), sending
+  encoded bytes to a one-string-input signature in batches; the input's name comes from the
+  server's signature metadata. A batch refused as INVALID_ARGUMENT is sent again file by file, so
+  one unreadable file does not cost the others their clusters."""
   defs = client.signature_defs()
   if signature not in defs:
     raise ValueError(f"{client.model_name} has no signature {signature!r}; it has "
@@ -121,9 +131,8 @@ def cluster_files(client: Client, paths: Sequence[str], signature: str, batch_si
   if len(inputs) != 1 or next(iter(inputs.values())).dtype != tf.string.as_datatype_enum:
     raise ValueError(f"Signature {signature!r} does not take one tensor of encoded images.")
   input_name = next(iter(inputs))
-  rows = []
-  for start in range(0, len(paths), batch_size):
-    batch = paths[start:start + batch_size]
+
+  def cluster(batch):
     encoded = []
     for path in batch:
       with open(path, "rb") as f:
@@ -131,8 +140,25 @@ def cluster_files(client: Client, paths: Sequence[str], signature: str, batch_si
     outputs = client.predict({input_name: encoded}, signature).outputs
     clusters = tf.make_ndarray(outputs["cluster"])
     confidence = tf.make_ndarray(outputs["probabilities"]).max(axis=-1)
-    rows.extend(zip(batch, clusters.tolist(), confidence.tolist()))
-  return rows
+    return list(zip(batch, clusters.tolist(), confidence.tolist()))
+
+  rows, unreadable = [], []
+
+  def send(batch):
+    try:
+      rows.extend(cluster(batch))
+    except grpc.RpcError as e:
+      if e.code() != grpc.StatusCode.INVALID_ARGUMENT:
+        raise
+      if len(batch) == 1:
+        unreadable.append((batch[0], e.details()))
+      else:
+        for path in batch:
+          send([path])
+
+  for start in range(0, len(paths), batch_size):
+    send(paths[start:start + batch_size])
+  return rows, unreadable
 
 
 def to_csv(rows) -> str:
@@ -145,6 +171,8 @@ def to_csv(rows) -> str:
 
 def define_flags():
   flags.DEFINE_string("server", "localhost:8500", "host:port of the gRPC endpoint.")
+  flags.DEFINE_string("ssl_root_cert", None, "PEM certificate(s) to trust; connects with TLS "
+                      "(a server started with --ssl_cert_file). Without it, plaintext gRPC.")
   flags.DEFINE_string("model_name", None, "Served model name.")
   flags.DEFINE_string("signature", signatures.ENCODED, "Signature taking encoded image bytes.")
   flags.DEFINE_float("timeout", 10.0, "Seconds per request.")
@@ -161,9 +189,16 @@ def main(argv):
   missing = [p for p in paths if not os.path.isfile(p)]
   if missing:
     experiment.fail(f"No such file(s): {', '.join(missing)}.")
-  client = Client(FLAGS.server, FLAGS.model_name, FLAGS.timeout)
+  root_certificates = None
+  if FLAGS.ssl_root_cert:
+    try:
+      with open(FLAGS.ssl_root_cert, "rb") as f:
+        root_certificates = f.read()
+    except OSError as e:
+      experiment.fail(f"Cannot read --ssl_root_cert: {e}.")
+  client = Client(FLAGS.server, FLAGS.model_name, FLAGS.timeout, root_certificates=root_certificates)
   try:
-    rows = cluster_files(client, paths, FLAGS.signature, FLAGS.batch_size)
+    rows, unreadable = cluster_files(client, paths, FLAGS.signature, FLAGS.batch_size)
   except grpc.RpcError as e:
     experiment.fail(f"{FLAGS.server} answered {e.code().name}: {e.details()}")
   except (ValueError, OSError) as e:
@@ -174,6 +209,10 @@ def main(argv):
     files.write_atomically(FLAGS.output, to_csv(rows))
   else:
     sys.stdout.write(to_csv(rows))
+  for path, message in unreadable:
+    sys.stderr.write(f"{path}: not clustered: {message}\n")
+  if unreadable:
+    sys.exit(1)
 
 
 if __name__ == "__main__":

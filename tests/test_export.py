@@ -2,13 +2,18 @@
 SavedModel's layout, versions and signatures → `python -m export.server` in a subprocess → the
 served clusters equal the in-process model's, a new version is picked up, bad requests get TF
 Serving's status codes. Plus the in-graph preprocessing on its own."""
+import contextlib
 import csv
+import datetime
 import json
 import os
+import shutil
 import socket
+import struct
 import subprocess
 import sys
 import time
+import zlib
 
 import grpc
 import keras
@@ -16,12 +21,15 @@ import numpy as np
 from PIL import Image
 import pytest
 import tensorflow as tf
+from tensorflow.core.framework import tensor_pb2
 from tensorflow.core.protobuf import saved_model_pb2
 from tensorflow_serving.apis import classification_pb2
+from tensorflow_serving.apis import predict_pb2
 from tensorflow_serving.apis import prediction_log_pb2
 
 from export import client as client_lib
 from export import saved_model
+from export import server as server_lib
 from export import signatures
 from test_vaeclust_main import TINY, run_main
 from vaeclust import model as vc_model
@@ -29,6 +37,9 @@ from vaeclust.lib import data
 
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
 MAX_BATCH = 100
+MAX_REQUEST_BYTES = 1 << 20
+MAX_PIXELS_PER_IMAGE = 100 * 100
+MAX_PIXELS_PER_REQUEST = 50_000
 
 
 def run_module(module, *args, check=True, timeout=180):
@@ -75,27 +86,38 @@ def reference(model_dir, digits):
   return model(digits.astype(np.float32) / 255.0)["probabilities"].numpy()
 
 
-@pytest.fixture(scope="module")
-def server(base, tmp_path_factory):
-  """(Client, path of the server's log) for `python -m export.server` on a free port."""
+@contextlib.contextmanager
+def running_server(base, log_path, *flags, root_certificates=None):
+  """(Client, server process) for `python -m export.server` on a free port."""
   port = _free_port()
-  log_path = str(tmp_path_factory.mktemp("server") / "server.log")
   with open(log_path, "w") as log:
     process = subprocess.Popen(
         [sys.executable, "-m", "export.server", f"--port={port}", "--model_name=digits",
-         f"--model_base_path={os.path.join(base, 'digits')}", "--poll_seconds=0.5",
-         f"--max_batch_size={MAX_BATCH}"], env=ENV, stdout=subprocess.DEVNULL, stderr=log)
-  client = client_lib.Client(f"localhost:{port}", "digits", timeout=30)
+         f"--model_base_path={os.path.join(base, 'digits')}", "--poll_seconds=0.5", *flags],
+        env=ENV, stdout=subprocess.DEVNULL, stderr=log)
+  client = client_lib.Client(f"localhost:{port}", "digits", timeout=30,
+                             root_certificates=root_certificates)
   try:
     try:
       client.wait_until_available(timeout=120)
     except TimeoutError:
       pytest.fail(f"the server did not come up:\n{_read(log_path)[-4000:]}")
-    yield client, log_path
+    yield client, process
   finally:
     client.close()
     process.terminate()
     process.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def server(base, tmp_path_factory):
+  """(Client, path of the server's log, server process id), with small request limits."""
+  log_path = str(tmp_path_factory.mktemp("server") / "server.log")
+  with running_server(base, log_path, f"--max_batch_size={MAX_BATCH}",
+                      f"--max_request_bytes={MAX_REQUEST_BYTES}",
+                      f"--max_pixels_per_image={MAX_PIXELS_PER_IMAGE}",
+                      f"--max_pixels_per_request={MAX_PIXELS_PER_REQUEST}") as (client, process):
+    yield client, log_path, process.pid
 
 
 def test_export_writes_the_tf_serving_layout_with_metadata(base):
@@ -147,7 +169,7 @@ def test_warmup_requests_are_prediction_logs_the_model_answers(base):
 
 
 def test_served_uint8_clusters_equal_the_in_process_model(server, digits, reference):
-  client, _ = server
+  client, *_ = server
   outputs = client.predict_images(digits)
   np.testing.assert_array_equal(outputs["cluster"], reference.argmax(axis=-1))
   np.testing.assert_allclose(outputs["probabilities"], reference, atol=1e-5)
@@ -160,7 +182,7 @@ def test_served_uint8_clusters_equal_the_in_process_model(server, digits, refere
 
 def test_client_command_clusters_png_files_like_the_in_process_model(server, digits, reference,
                                                                        tmp_path):
-  client, _ = server
+  client, *_ = server
   paths = []
   for i, image in enumerate(digits):
     paths.append(str(tmp_path / f"{i:02d}.png"))
@@ -184,7 +206,7 @@ def test_client_command_refuses_missing_files_before_sending(tmp_path):
 
 
 def test_model_metadata_lists_the_signatures(server):
-  client, _ = server
+  client, *_ = server
   defs = client.signature_defs()
   assert {"serving_default", "predict_encoded", "metadata"} <= set(defs)
   assert defs["predict_encoded"].inputs["image_bytes"].dtype == tf.string.as_datatype_enum
@@ -194,7 +216,7 @@ def test_model_metadata_lists_the_signatures(server):
 
 
 def test_a_new_version_is_served_once_exported(server, model_dir, base, digits, reference):
-  client, _ = server
+  client, *_ = server
   before = client.wait_until_available()
   version_1 = os.path.join(base, "digits", "1", "saved_model.pb")
   stamp = os.stat(version_1).st_mtime_ns
@@ -213,7 +235,7 @@ def test_a_new_version_is_served_once_exported(server, model_dir, base, digits, 
 
 
 def test_a_broken_version_is_logged_and_the_served_one_stays(server, base, digits):
-  client, log_path = server
+  client, log_path, _ = server
   served = client.wait_until_available()
   broken = os.path.join(base, "digits", str(served + 1))
   os.makedirs(broken)
@@ -229,7 +251,7 @@ def test_a_broken_version_is_logged_and_the_served_one_stays(server, base, digit
 
 
 def test_bad_requests_get_tf_serving_codes_and_the_server_carries_on(server, digits, tmp_path):
-  client, log_path = server
+  client, log_path, _ = server
   other = client_lib.Client(client.server, "no_such_model")
   cases = [
       (lambda: other.predict({"images": digits}), grpc.StatusCode.NOT_FOUND, "no_such_model"),
@@ -259,6 +281,174 @@ def test_bad_requests_get_tf_serving_codes_and_the_server_carries_on(server, dig
   assert client.predict_images(digits[:3])["cluster"].shape == (3,)
   log = _read(log_path)
   assert log.count("Predict → INVALID_ARGUMENT") >= 6 and "Predict → NOT_FOUND" in log
+
+
+def _empty_tensor(dtype, shape) -> tensor_pb2.TensorProto:
+  """A tensor that declares a shape and carries no values: a few bytes on the wire."""
+  return tensor_pb2.TensorProto(dtype=dtype.as_datatype_enum,
+                                tensor_shape=tf.TensorShape(shape).as_proto())
+
+
+def _png_header(width, height) -> bytes:
+  """A PNG whose header claims width × height grey pixels, with (almost) no pixel data."""
+  def chunk(kind, payload):
+    return (struct.pack(">I", len(payload)) + kind + payload +
+            struct.pack(">I", zlib.crc32(kind + payload)))
+  return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+          + chunk(b"IDAT", zlib.compress(b"\0" * 100)) + chunk(b"IEND", b""))
+
+
+def _peak_rss_bytes(pid) -> int:
+  with open(f"/proc/{pid}/status") as f:
+    return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))
+
+
+def test_requests_that_would_be_huge_are_refused_before_allocating(server, digits):
+  client, log_path, pid = server
+
+  def request(name, proto, signature=""):
+    return client.call(client.predictions.Predict, predict_pb2.PredictRequest(
+        model_spec=client.spec(signature), inputs={name: proto}))
+
+  cases = [
+      # 6.4 GB of pixels, 20000² per image and 200000 images declared; a few bytes sent.
+      (lambda: request("images", _empty_tensor(tf.uint8, [1, 20000, 20000, 4])),
+       grpc.StatusCode.INVALID_ARGUMENT, "but carries 0 values"),
+      (lambda: request("images", _empty_tensor(tf.uint8, [200000, 28, 28, 1])),
+       grpc.StatusCode.INVALID_ARGUMENT, "but carries 0 values"),
+      (lambda: request("image_bytes", _empty_tensor(tf.string, [50_000_000]), "predict_encoded"),
+       grpc.StatusCode.INVALID_ARGUMENT, "but carries 0 values"),
+      (lambda: client.predict({"image_bytes": [_png_header(60000, 60000)]}, "predict_encoded"),
+       grpc.StatusCode.INVALID_ARGUMENT, "pixels"),
+      (lambda: client.predict({"image_bytes": [_png_header(101, 100)]}, "predict_encoded"),
+       grpc.StatusCode.INVALID_ARGUMENT, f"maximum {MAX_PIXELS_PER_IMAGE}"),
+      (lambda: client.predict({"images": np.zeros((1, 101, 100, 1), np.uint8)}),
+       grpc.StatusCode.INVALID_ARGUMENT, f"maximum {MAX_PIXELS_PER_IMAGE}"),
+      (lambda: client.predict({"images": np.zeros((6, 100, 100, 1), np.uint8)}),
+       grpc.StatusCode.INVALID_ARGUMENT, f"maximum {MAX_PIXELS_PER_REQUEST} per request"),
+      (lambda: client.predict({"images": np.zeros((MAX_REQUEST_BYTES + 1, 1, 1, 1), np.uint8)}),
+       grpc.StatusCode.RESOURCE_EXHAUSTED, ""),
+  ]
+  for call, code, text in cases:
+    started = time.time()
+    with pytest.raises(grpc.RpcError) as error:
+      call()
+    assert (error.value.code(), text in error.value.details()) == (code, True), error.value.details()
+    assert time.time() - started < 10
+  assert _peak_rss_bytes(pid) < 2 << 30
+  assert client.predict_images(digits[:3])["cluster"].shape == (3,)
+  assert _read(log_path).count("but carries 0 values") == 3
+
+
+def test_each_undecodable_image_is_named_without_graph_internals(server, digits):
+  client, *_ = server
+  png = [tf.io.encode_png(image).numpy() for image in digits[:3]]
+  for images, text in (
+      ([*png, b"some notes"], "image_bytes[3] is not a PNG/JPEG/BMP/GIF image"),
+      ([png[0], png[1][:-20], png[2]], "image_bytes[1] cannot be decoded: Invalid PNG data")):
+    with pytest.raises(grpc.RpcError) as error:
+      client.predict({"image_bytes": images}, "predict_encoded")
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert text in error.value.details() and "node" not in error.value.details()
+
+
+def test_client_command_names_unreadable_files_and_clusters_the_rest(server, digits, reference,
+                                                                      tmp_path):
+  client, *_ = server
+  paths = []
+  for i, image in enumerate(digits[:5]):
+    paths.append(str(tmp_path / f"{i}.png"))
+    Image.fromarray(image[..., 0]).save(paths[-1])
+  notes = tmp_path / "notes.txt"
+  notes.write_text("not an image")
+  paths.insert(2, str(notes))
+  result = run_module("export.client", f"--server={client.server}", "--model_name=digits",
+                      *paths, check=False)
+  assert result.returncode == 1, result.stderr
+  rows = list(csv.DictReader(result.stdout.splitlines()))
+  assert [r["file"] for r in rows] == paths[:2] + paths[3:]
+  np.testing.assert_array_equal([int(r["cluster"]) for r in rows], reference[:5].argmax(axis=-1))
+  assert f"{notes}: not clustered: image_bytes[0] is not a PNG/JPEG/BMP/GIF image" in result.stderr
+
+
+def test_a_version_copied_in_by_hand_is_served_once_complete(server, base, digits):
+  client, log_path, _ = server
+  served = client.wait_until_available()
+  source = os.path.join(base, "digits", str(served))
+  target = os.path.join(base, "digits", str(max(saved_model.versions(os.path.dirname(source))) + 1))
+  os.makedirs(target)  # as cp -r copies: saved_model.pb first, variables/ later
+  shutil.copy2(os.path.join(source, "saved_model.pb"), target)
+  message = f"Cannot load digits version {os.path.basename(target)} (still serving {served}"
+  deadline = time.time() + 30
+  while message not in _read(log_path):
+    assert time.time() < deadline, "the server did not try the half-copied version"
+    time.sleep(0.2)
+  time.sleep(1.5)  # a few polls: the unchanged directory is not tried again
+  assert _read(log_path).count(message) == 1
+  assert client.status()[served] == "AVAILABLE"
+  assert client.predict({"images": digits}).model_spec.version.value == served
+  for name in ("variables", "assets.extra"):
+    shutil.copytree(os.path.join(source, name), os.path.join(target, name))
+  assert client.wait_until_available(int(os.path.basename(target)), timeout=60) == int(
+      os.path.basename(target))
+  assert client.predict({"images": digits}).model_spec.version.value == int(os.path.basename(target))
+
+
+def _self_signed_certificate(directory):
+  """(certificate file, key file) for localhost and 127.0.0.1, valid for a day."""
+  from cryptography import x509  # pylint: disable=g-import-not-at-top
+  from cryptography.hazmat.primitives import hashes, serialization  # pylint: disable=g-import-not-at-top
+  from cryptography.hazmat.primitives.asymmetric import ec  # pylint: disable=g-import-not-at-top
+  from cryptography.x509.oid import NameOID  # pylint: disable=g-import-not-at-top
+  import ipaddress  # pylint: disable=g-import-not-at-top
+  key = ec.generate_private_key(ec.SECP256R1())
+  name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+  now = datetime.datetime.now(datetime.timezone.utc)
+  certificate = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+                 .public_key(key.public_key()).serial_number(x509.random_serial_number())
+                 .not_valid_before(now - datetime.timedelta(minutes=5))
+                 .not_valid_after(now + datetime.timedelta(days=1))
+                 .add_extension(x509.SubjectAlternativeName([
+                     x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                     x509.IPAddress(ipaddress.ip_address("::1"))]), critical=False)
+                 .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+                 .sign(key, hashes.SHA256()))
+  cert_file, key_file = directory / "server.crt", directory / "server.key"
+  cert_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+  key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                         serialization.PrivateFormat.PKCS8,
+                                         serialization.NoEncryption()))
+  return str(cert_file), str(key_file)
+
+
+def test_tls_server_answers_clients_that_trust_its_certificate(base, digits, tmp_path):
+  cert_file, key_file = _self_signed_certificate(tmp_path)
+  with open(cert_file, "rb") as f:
+    trusted = f.read()
+  with running_server(base, str(tmp_path / "server.log"), f"--ssl_cert_file={cert_file}",
+                      f"--ssl_key_file={key_file}", root_certificates=trusted) as (client, _):
+    assert client.predict_images(digits[:3])["cluster"].shape == (3,)
+    plaintext = client_lib.Client(client.server, "digits", timeout=5, attempts=1)
+    with pytest.raises(grpc.RpcError) as error:
+      plaintext.status()
+    plaintext.close()
+    assert error.value.code() == grpc.StatusCode.UNAVAILABLE
+  log = _read(str(tmp_path / "server.log"))
+  assert "on 127.0.0.1:" in log and "(TLS)" in log
+
+
+def test_unexpected_errors_answer_internal_without_details(caplog):
+  class Context:
+    def abort(self, code, details):
+      raise RuntimeError(code, details)
+
+  def handler():
+    raise KeyError("/secret/path/in/the/message")
+
+  with pytest.raises(RuntimeError) as aborted:
+    server_lib._answer("Predict", Context(), handler)  # pylint: disable=protected-access
+  assert aborted.value.args == (grpc.StatusCode.INTERNAL, server_lib.INTERNAL_MESSAGE)
+  assert "/secret/path/in/the/message" in caplog.text
 
 
 def test_export_errors_are_one_line_and_exit_2(tmp_path):
