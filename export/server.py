@@ -401,7 +401,7 @@ def define_flags():
                        "(height × width; encoded images by their header, before decoding; 0: no "
                        "limit).")
   flags.DEFINE_integer("max_pixels_per_request", 4096 * 4096, "Most pixels accepted in one "
-                       "request, all images together (0: no limit). Preprocessing takes about 30 "
+                       "request, all images together (0: no limit). Preprocessing takes about 25 "
                        "bytes per pixel, so --threads × this bounds the requests' memory.")
   flags.DEFINE_integer("threads", 4, "Requests handled at the same time.")
   flags.mark_flag_as_required("model_name")
