@@ -23,5 +23,5 @@ setuptools.setup(
         "tensorflow-serving-api==2.21.*",
         "grpcio",
     ],
-    extras_require={"test": ["pytest", "pytest-xdist"]},
+    extras_require={"test": ["pytest", "pytest-xdist", "cryptography"]},
 )
