@@ -128,6 +128,32 @@ def test_missing_dataset_stops_with_one_clear_message(tmp_path):
   assert "Traceback" not in result.stderr
 
 
+def _read_csv(path):
+  with open(path) as f:
+    return list(csv.DictReader(f))
+
+
+def test_folder_images_are_all_clustered_or_named_as_skipped(tmp_path, odd_image_folder):
+  folder, readable, unreadable = odd_image_folder
+  model_dir = tmp_path / "run"
+  result = run_main("--dataset=folder", f"--data_dir={folder}", f"--model_dir={model_dir}",
+                    *TINY[1:], "--num_clusters=2", "--batch_size=4", "--train_steps=4")
+  assigned = _read_csv(model_dir / "eval" / "assignments.csv")
+  assert sorted(r["id"] for r in assigned) == sorted(readable)
+  skipped = _read_csv(model_dir / "eval" / "skipped.csv")
+  assert [r["file"] for r in skipped] == unreadable and all(r["reason"] for r in skipped)
+  assert all(name in result.stderr for name in unreadable)
+
+
+def test_folder_without_a_readable_image_stops_before_training(tmp_path):
+  (tmp_path / "images").mkdir()
+  (tmp_path / "images" / "empty.jpg").write_bytes(b"")
+  result = run_main("--dataset=folder", f"--data_dir={tmp_path / 'images'}",
+                    f"--model_dir={tmp_path / 'run'}", "--batch_size=4", check=False, timeout=120)
+  assert result.returncode == 2 and "None of the 1 image files" in result.stderr
+  assert "Traceback" not in result.stderr and not os.path.exists(tmp_path / "run")
+
+
 def test_eval_of_an_empty_model_dir_says_train_first(tmp_path):
   result = run_main("--mode=eval", f"--model_dir={tmp_path}", check=False, timeout=120)
   assert result.returncode == 2 and "train first" in result.stderr

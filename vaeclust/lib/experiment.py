@@ -160,7 +160,7 @@ def evaluate(probabilities_fn, num_clusters: int, step: int, strategy, writer,
              channels: int, over_clustering: int = 1, write_files: bool = True):
   """Clusters --eval_split, logs scores to TensorBoard and (with write_files) writes
   MODEL_DIR/eval/*; only the chief writes anything."""
-  ds, _ = load_split(train=False, channels=channels)
+  ds, info = load_split(train=False, channels=channels)
   predictions = evaluation.predict(tf.function(probabilities_fn),
                                    data.evaluation_batches(ds, FLAGS.eval_batch_size), num_clusters)
   if not distribute.is_chief(strategy):
@@ -168,7 +168,7 @@ def evaluate(probabilities_fn, num_clusters: int, step: int, strategy, writer,
   eval_dir = os.path.join(FLAGS.model_dir, "eval")
   result = evaluation.summarize(predictions, num_clusters, step, over_clustering)
   if write_files:
-    evaluation.write_outputs(eval_dir, predictions, result)
+    evaluation.write_outputs(eval_dir, predictions, result, info.skipped)
   with writer.as_default(step=step):
     for name in ("acc", "nmi", "ari", "many_to_one_acc", "clusters_used"):
       if result.get(name) is not None:
