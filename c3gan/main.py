@@ -148,7 +148,7 @@ def log_pictures(model, writer, step: int):
 def main(argv):
   del argv
   strategy = experiment.start()
-  run, train_ds = experiment.prepare_run(METHOD, config_from_flags, strategy)
+  run, train_ds = experiment.prepare_run(METHOD, __name__, config_from_flags, strategy)
   with strategy.scope():
     model = c3gan_model.from_run(run)
     model.set_optimizers(

@@ -46,12 +46,15 @@ def test_train_eval_and_resume(tmp_path):
   with open(os.path.join(model_dir, "run.json")) as f:
     run = json.load(f)
   assert run["method"] == "c3gan" and run["model"]["over_clustering"] == 2
+  assert run["flags"]["dataset"] == "digits" and run["flags"]["g_learning_rate"] == 2e-4
 
-  again = run_main(f"--model_dir={model_dir}", "--mode=eval", "--dataset=digits", "--image_size=8",
-                   "--eval_batch_size=512")
+  again = run_main(f"--model_dir={model_dir}", "--mode=eval", "--eval_batch_size=512")
   assert f"Resumed from {os.path.join(model_dir, 'ckpt-20')}" in again.stderr
   assert _metrics(model_dir)["acc"] == pytest.approx(metrics["acc"])
 
+  refused = run_main(*TINY, f"--model_dir={model_dir}", "--train_steps=30", "--beta_1=0.9",
+                     check=False, timeout=120)
+  assert refused.returncode == 2 and "(beta_1: 0.5 → 0.9)" in refused.stderr
   resumed = run_main(*TINY, f"--model_dir={model_dir}", "--train_steps=30", "--checkpoint_every=10",
                      "--mode=train")
   assert f"Resumed from {os.path.join(model_dir, 'ckpt-20')}" in resumed.stderr

@@ -64,6 +64,26 @@ def test_labelled_folder_skips_unreadable_files(tmp_path, caplog):
   assert "broken.png" in caplog.text
 
 
+def test_folder_decodes_every_file_and_names_each_unreadable_one(odd_image_folder, caplog):
+  folder, readable, unreadable = odd_image_folder
+  ds, info = data.load("folder", split="all", image_size=8, data_dir=str(folder), channels=3)
+  colours = {e["id"].numpy().decode(): e["image"].numpy().mean(axis=(0, 1)) for e in ds}
+  assert sorted(colours) == sorted(readable) and info.num_examples == len(readable)
+  for name, rgb in readable.items():
+    np.testing.assert_allclose(colours[name], rgb, atol=3, err_msg=name)
+  assert [name for name, _ in info.skipped] == unreadable
+  assert all(reason for _, reason in info.skipped)
+  for name, reason in info.skipped:
+    assert f"{name}: {reason}" in caplog.text
+
+
+def test_folder_of_unreadable_files_fails_when_listed(tmp_path):
+  (tmp_path / "empty.png").write_bytes(b"")
+  (tmp_path / "text.jpg").write_text("not a picture")
+  with pytest.raises(data.DataError, match="None of the 2 image files .* could be read"):
+    data.load("folder", split="all", image_size=8, data_dir=str(tmp_path))
+
+
 def test_flat_folder_has_no_labels(tmp_path):
   for i in range(3):
     _save(str(tmp_path / f"{i}.png"))

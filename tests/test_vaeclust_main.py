@@ -3,6 +3,7 @@ import csv
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -126,6 +127,99 @@ def test_missing_dataset_stops_with_one_clear_message(tmp_path):
   assert result.returncode == 2
   assert "error: Dataset 'stl10' is not prepared under" in result.stderr
   assert "Traceback" not in result.stderr
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+  """A model_dir of 20 steps on the 8×8 digits (its eval/ written); copy it before changing it."""
+  model_dir = str(tmp_path_factory.mktemp("trained") / "run")
+  run_main(*TINY, f"--model_dir={model_dir}", "--train_steps=20")
+  return model_dir
+
+
+def _copy(model_dir, tmp_path):
+  return shutil.copytree(model_dir, tmp_path / "run")
+
+
+def test_eval_alone_scores_the_model_on_the_data_it_was_trained_on(trained, tmp_path):
+  model_dir = _copy(trained, tmp_path)
+  metrics = model_dir / "eval" / "metrics.json"
+  trained_metrics = metrics.read_text()
+  metrics.unlink()
+  run_main("--mode=eval", f"--model_dir={model_dir}")  # README's form: no data flags
+  assert metrics.read_text() == trained_metrics
+  for flag, given in (("--image_size=28", "28×28 with 1"), ("--channels=3", "8×8 with 3")):
+    refused = run_main("--mode=eval", f"--model_dir={model_dir}", flag, check=False, timeout=120)
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert "holds a model of 8×8 images with 1 channel(s); " in refused.stderr
+    assert f"gives {given}." in refused.stderr
+  assert metrics.read_text() == trained_metrics
+  other = run_main("--mode=eval", f"--model_dir={model_dir}", "--dataset=mnist5k")  # at 8×8
+  assert "Evaluating with --dataset=mnist5k; the model was trained with digits." in other.stderr
+  with open(metrics) as f:
+    assert json.load(f)["num_examples"] == 5000
+
+
+def test_eval_of_a_run_json_without_flags_takes_its_dataset_and_the_other_flags(trained, tmp_path):
+  model_dir = _copy(trained, tmp_path)
+  with open(model_dir / "run.json") as f:
+    run = json.load(f)
+  del run["flags"]  # as written before flags were stored
+  with open(model_dir / "run.json", "w") as f:
+    json.dump(run, f)
+  (model_dir / "eval" / "metrics.json").unlink()
+  run_main("--mode=eval", f"--model_dir={model_dir}", "--image_size=8")
+  with open(model_dir / "eval" / "metrics.json") as f:
+    assert json.load(f)["num_examples"] == 1797
+
+
+def test_resume_with_other_data_or_training_flags_is_refused_with_the_differences(trained):
+  for flags, listed in (
+      (["--dataset=mnist5k"], ["dataset: digits → mnist5k"]),
+      (["--learning_rate=0.01", "--kl_warmup_steps=5", "--batch_size=32"],
+       ["batch_size: 64 → 32", "kl_warmup_steps: 0 → 5", "learning_rate: 0.001 → 0.01"]),
+      (["--latent_dim=4"], ["latent_dim: 8 → 4"])):
+    refused = run_main(*TINY, f"--model_dir={trained}", "--train_steps=40", *flags, check=False,
+                       timeout=120)
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert f"holds a run with other settings ({'; '.join(listed)})" in refused.stderr
+  assert _latest_step(trained) == 20
+
+
+def test_resume_may_change_how_long_how_often_and_where_a_run_goes(trained, tmp_path):
+  model_dir = _copy(trained, tmp_path)
+  resumed = run_main(*TINY, f"--model_dir={model_dir}", "--train_steps=30", "--log_every=5",
+                     "--eval_batch_size=100", "--checkpoint_every=5", "--mode=train")
+  for name, value, before in (("train_steps", 30, 20), ("log_every", 5, 10),
+                              ("eval_batch_size", 100, 512), ("checkpoint_every", 5, 1000)):
+    assert f"Resuming with --{name}={value} (the run started with {before})." in resumed.stderr
+  assert "train finished at step 30" in resumed.stderr
+
+
+def _read_csv(path):
+  with open(path) as f:
+    return list(csv.DictReader(f))
+
+
+def test_folder_images_are_all_clustered_or_named_as_skipped(tmp_path, odd_image_folder):
+  folder, readable, unreadable = odd_image_folder
+  model_dir = tmp_path / "run"
+  result = run_main("--dataset=folder", f"--data_dir={folder}", f"--model_dir={model_dir}",
+                    *TINY[1:], "--num_clusters=2", "--batch_size=4", "--train_steps=4")
+  assigned = _read_csv(model_dir / "eval" / "assignments.csv")
+  assert sorted(r["id"] for r in assigned) == sorted(readable)
+  skipped = _read_csv(model_dir / "eval" / "skipped.csv")
+  assert [r["file"] for r in skipped] == unreadable and all(r["reason"] for r in skipped)
+  assert all(name in result.stderr for name in unreadable)
+
+
+def test_folder_without_a_readable_image_stops_before_training(tmp_path):
+  (tmp_path / "images").mkdir()
+  (tmp_path / "images" / "empty.jpg").write_bytes(b"")
+  result = run_main("--dataset=folder", f"--data_dir={tmp_path / 'images'}",
+                    f"--model_dir={tmp_path / 'run'}", "--batch_size=4", check=False, timeout=120)
+  assert result.returncode == 2 and "None of the 1 image files" in result.stderr
+  assert "Traceback" not in result.stderr and not os.path.exists(tmp_path / "run")
 
 
 def test_eval_of_an_empty_model_dir_says_train_first(tmp_path):

@@ -188,7 +188,7 @@ def log_model_summaries(model, writer, step: int, channels: int):
 def main(argv):
   del argv
   strategy = experiment.start()
-  run, train_ds = experiment.prepare_run(METHOD, config_from_flags, strategy)
+  run, train_ds = experiment.prepare_run(METHOD, __name__, config_from_flags, strategy)
   with strategy.scope():
     model = vc_model.from_run(run)
     model.compile(optimizer=experiment.optimizer(keras.optimizers.Adam(FLAGS.learning_rate)))

@@ -5,7 +5,9 @@ requested size, with label -1 where ground truth is unknown. Labels are only eve
 """
 import concurrent.futures
 import dataclasses
+import functools
 import os
+import re
 from typing import Callable, Optional
 
 from absl import logging
@@ -50,6 +52,7 @@ class DatasetInfo:
   channels: int
   has_labels: bool
   num_examples: Optional[int]  # None where it is only known by reading the data
+  skipped: tuple = ()  # (file relative to --data_dir, reason) of a folder's files that do not decode
 
 
 def default_split(name: str, train: bool) -> str:
@@ -73,6 +76,7 @@ def load(name: str, *, split: str, image_size: int, data_dir: Optional[str] = No
   `data_dir` is the tfds data directory, or the image folder for `name="folder"`.
   """
   channels = channels or natural_channels(name)
+  skipped = ()
   if name in TFDS_SOURCES:
     ds, num_examples, has_labels = _load_tfds(name, split, data_dir, crop_to_bbox)
   elif name == "mnist5k":
@@ -80,11 +84,11 @@ def load(name: str, *, split: str, image_size: int, data_dir: Optional[str] = No
   elif name == "digits":
     ds, num_examples, has_labels = _load_digits(split)
   elif name == "folder":
-    ds, num_examples, has_labels = _load_folder(data_dir)
+    ds, num_examples, has_labels, skipped = _load_folder(data_dir)
   else:
     raise DataError(f"Unknown dataset {name!r}; choose one of {', '.join(DATASETS)}.")
   ds = ds.map(_formatter(image_size, channels), num_parallel_calls=tf.data.AUTOTUNE)
-  return ds, DatasetInfo(name, image_size, channels, has_labels, num_examples)
+  return ds, DatasetInfo(name, image_size, channels, has_labels, num_examples, skipped)
 
 
 def _formatter(image_size: int, channels: int) -> Callable:
@@ -199,11 +203,16 @@ def _crop(image, bbox):
   return image[top:bottom, left:right]
 
 
+@functools.lru_cache(maxsize=4)
 def list_image_folder(root: str):
-  """Lists readable images below `root` as (paths, labels, class_names).
+  """Lists the images below `root` as (paths, labels, class_names, skipped), tuples.
 
-  Labels come from first-level sub-folder names when every image sits in one; a flat (or mixed)
-  folder has no labels (-1). Unreadable files are skipped with a warning naming each of them.
+  Every file is decoded here as the pipeline will decode it (a header check passes truncated
+  JPEGs, which training would then drop unnamed); `skipped` holds (path relative to `root`,
+  reason) of the files that do not decode, each also logged. Cached, since the training split,
+  the evaluation split and every --eval_every evaluation read the same folder. Labels come from
+  first-level sub-folder names when every image sits in one; a flat (or mixed) folder has no
+  labels (-1).
   """
   if not root or not tf.io.gfile.isdir(root):
     raise DataError(f"--data_dir={root!r} is not a directory of images (needed for --dataset=folder).")
@@ -214,13 +223,15 @@ def list_image_folder(root: str):
   if not paths:
     raise DataError(f"No image files ({', '.join(IMAGE_EXTENSIONS)}) found below {root!r}.")
   with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
-    readable = list(pool.map(_is_readable_image, paths))
-  for path, ok in zip(paths, readable):
-    if not ok:
-      logging.warning("Skipping unreadable image file %s", path)
-  paths = [p for p, ok in zip(paths, readable) if ok]
+    problems = list(pool.map(_decode_problem, paths))
+  skipped = tuple((os.path.relpath(p, root), problem) for p, problem in zip(paths, problems)
+                  if problem)
+  for name, reason in skipped:
+    logging.warning("Skipping unreadable image file %s: %s", os.path.join(root, name), reason)
+  paths = [p for p, problem in zip(paths, problems) if not problem]
   if not paths:
-    raise DataError(f"None of the image files below {root!r} could be read.")
+    raise DataError(f"None of the {len(skipped)} image files below {root!r} could be read "
+                    f"(e.g. {skipped[0][0]}: {skipped[0][1]}).")
   relative = [os.path.relpath(p, root) for p in paths]
   top_dirs = [r.split(os.sep)[0] if os.sep in r else None for r in relative]
   if all(top_dirs):
@@ -231,34 +242,38 @@ def list_image_folder(root: str):
       logging.warning("Some images below %s sit in sub-folders and some do not; "
                       "the folder is treated as unlabelled.", root)
     class_names, labels = [], [-1] * len(paths)
-  return paths, labels, class_names
+  return tuple(paths), tuple(labels), tuple(class_names), skipped
 
 
-def _is_readable_image(path: str) -> bool:
-  from PIL import Image  # pylint: disable=g-import-not-at-top
+def _decode_file(contents: tf.Tensor) -> tf.Tensor:
+  """Image file bytes → uint8 [H, W, 3] (GIFs: the first frame; 16-bit scaled to 8, palettes,
+  CMYK and grey to RGB, alpha dropped)."""
+  return tf.io.decode_image(contents, channels=3, expand_animations=False)
+
+
+def _decode_problem(path: str) -> Optional[str]:
+  """Why `path` does not decode, or None when it does."""
   try:
-    with tf.io.gfile.GFile(path, "rb") as f, Image.open(f) as image:
-      image.verify()
-    return True
-  except Exception:  # pylint: disable=broad-except
-    return False
+    _decode_file(tf.io.read_file(path))
+  except tf.errors.OpError as e:
+    # eager errors wrap TensorFlow's message in the op's name and device
+    return re.sub(r"^\{\{.*?\}\}\s*|\s*\[Op:.*$", "", e.message.strip()) or type(e).__name__
+  return None
 
 
 def _load_folder(root: Optional[str]):
-  paths, labels, class_names = list_image_folder(root)
+  paths, labels, class_names, skipped = list_image_folder(root)
   logging.info("Found %d images below %s (%s).", len(paths), root,
                f"{len(class_names)} labelled sub-folders" if class_names else "no labels")
   ds = tf.data.Dataset.from_tensor_slices(
-      {"path": paths, "label": np.array(labels, np.int64),
+      {"path": list(paths), "label": np.array(labels, np.int64),
        "id": [os.path.relpath(p, root) for p in paths]})
 
   def decode(example):
-    image = tf.io.decode_image(tf.io.read_file(example["path"]), channels=3,
-                               expand_animations=False)
-    return {"image": image, "label": example["label"], "id": example["id"]}
+    return {"image": _decode_file(tf.io.read_file(example["path"])), "label": example["label"],
+            "id": example["id"]}
 
-  ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE).ignore_errors(log_warning=True)
-  return ds, len(paths), bool(class_names)
+  return ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE), len(paths), bool(class_names), skipped
 
 
 def to_float(example):

@@ -2,6 +2,7 @@
 
 MODEL_DIR/eval/metrics.json   {"acc", "nmi", "ari", "num_examples", "num_clusters", "step", ...}
 MODEL_DIR/eval/assignments.csv one row per image: id, cluster, confidence
+MODEL_DIR/eval/skipped.csv     one row per image file that could not be read: file, reason
 MODEL_DIR/eval/clusters.png    the most confident images of each cluster, one row per cluster
 MODEL_DIR/eval/confusion.png   classes × clusters counts (only with labels)
 """
@@ -72,23 +73,29 @@ def summarize(predictions: Predictions, num_clusters: int, step: int,
   return result
 
 
-def write_outputs(eval_dir: str, predictions: Predictions, result: dict):
-  """Writes metrics.json (`result`), assignments.csv and the pictures."""
+def write_outputs(eval_dir: str, predictions: Predictions, result: dict, skipped=()):
+  """Writes metrics.json (`result`), assignments.csv, skipped.csv (the (file, reason) pairs of
+  `skipped`; header only when none, so no earlier list outlives a fixed folder) and the pictures."""
   has_labels = np.any(predictions.labels >= 0)
   files.write_json(os.path.join(eval_dir, "metrics.json"), result)
-
-  out = io.StringIO()
-  writer = csv.writer(out)
-  writer.writerow(["id", "cluster", "confidence"])
-  for example_id, cluster, confidence in zip(predictions.ids, predictions.clusters,
-                                             predictions.confidences):
-    writer.writerow([example_id.decode(), int(cluster), f"{confidence:.6f}"])
-  files.write_atomically(os.path.join(eval_dir, "assignments.csv"), out.getvalue())
+  _write_csv(os.path.join(eval_dir, "assignments.csv"), ["id", "cluster", "confidence"],
+             ([example_id.decode(), int(cluster), f"{confidence:.6f}"]
+              for example_id, cluster, confidence in zip(predictions.ids, predictions.clusters,
+                                                         predictions.confidences)))
+  _write_csv(os.path.join(eval_dir, "skipped.csv"), ["file", "reason"], skipped)
 
   images_lib.write_png(os.path.join(eval_dir, "clusters.png"), cluster_picture(predictions))
   if has_labels:
     counts = metrics_lib.contingency(predictions.labels, predictions.clusters)
     files.write_atomically(os.path.join(eval_dir, "confusion.png"), confusion_png(counts), "wb")
+
+
+def _write_csv(path: str, header, rows):
+  out = io.StringIO()
+  writer = csv.writer(out)
+  writer.writerow(header)
+  writer.writerows(rows)
+  files.write_atomically(path, out.getvalue())
 
 
 def cluster_picture(predictions: Predictions) -> np.ndarray:

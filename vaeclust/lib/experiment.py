@@ -10,6 +10,7 @@ from absl import logging
 import keras
 import tensorflow as tf
 
+from vaeclust.lib import common_flags
 from vaeclust.lib import data
 from vaeclust.lib import distribute
 from vaeclust.lib import evaluation
@@ -19,6 +20,16 @@ from vaeclust.lib import training
 
 FLAGS = flags.FLAGS
 RUN_FILE = "run.json"
+# Which images a run clusters: --mode=eval takes them from run.json unless given.
+DATA_FLAGS = ("dataset", "data_dir", "train_split", "eval_split", "image_size", "channels",
+              "crop_to_bbox")
+# Flags a resumed run may change: how long and how often, where, on what devices and how fast it
+# runs, and what it shows. None of them is in the checkpoint or changes what a step computes
+# beyond rounding (mixed_precision has its own check: float16 keeps a loss scale).
+RESUMABLE_FLAGS = frozenset({
+    "train_steps", "log_every", "checkpoint_every", "eval_every", "keep_checkpoints",
+    "eval_batch_size", "mode", "model_dir", "strategy", "cpu_devices", "jit_compile",
+    "mixed_precision", "picture_codes"})
 
 
 def fail(message: str):
@@ -86,40 +97,98 @@ def summary_writer(strategy, name: str):
   return tf.summary.create_file_writer(os.path.join(FLAGS.model_dir, name))
 
 
-def save_or_check_run(method: str, model_config, strategy):
-  """Saves what the model is (method, precision, config) in model_dir/run.json, or checks a
-  resumed run asks for the same model and optimizer state; returns what is stored there."""
+def run_flags(main_module: str) -> dict:
+  """Every flag of the shared set and of the method's main (`main_module`, its __name__) by name,
+  as JSON stores them: what a run was started with."""
+  defined = (FLAGS.get_flags_for_module(common_flags.__name__)
+             + FLAGS.get_flags_for_module(main_module))
+  return json.loads(json.dumps({flag.name: flag.value for flag in defined}))
+
+
+def stored_flags(run: dict) -> dict:
+  """The flags run.json says its run was started with; run.json files written before flags were
+  stored hold only the dataset (the other flags then take their values from the command line)."""
+  return run.get("flags", {"dataset": run["dataset"]})
+
+
+def save_or_check_run(method: str, main_module: str, model_config, strategy):
+  """Saves what the run is (method, precision, model config, flags) in model_dir/run.json, or
+  checks that a resumed run continues it; returns what is stored there."""
   path = os.path.join(FLAGS.model_dir, RUN_FILE)
-  wanted = {"method": method, "dataset": FLAGS.dataset, "mixed_precision": FLAGS.mixed_precision,
-            "model": dataclasses.asdict(model_config)}
+  wanted = json.loads(json.dumps(  # tuples → lists, as stored
+      {"method": method, "dataset": FLAGS.dataset, "mixed_precision": FLAGS.mixed_precision,
+       "model": dataclasses.asdict(model_config), "flags": run_flags(main_module)}))
   if tf.io.gfile.exists(path):
     stored = files.read_json(path)
-    stored_precision = stored.get("mixed_precision", "off")
-    if (stored_precision == "mixed_float16") != (FLAGS.mixed_precision == "mixed_float16"):
-      # The loss scale is optimizer state: the checkpoints would not restore into the optimizer.
-      fail(f"{FLAGS.model_dir} was trained with --mixed_precision={stored_precision}; "
-           "mixed_float16 keeps a loss scale in the optimizer's checkpointed state, so resume "
-           f"with --mixed_precision={stored_precision} or use a new --model_dir.")
-    normalised = json.loads(json.dumps(wanted))  # tuples → lists, as stored
-    if stored["method"] != method or stored["model"] != normalised["model"]:
-      differences = sorted(k for k in normalised["model"]
-                           if stored["model"].get(k) != normalised["model"][k])
-      fail(f"{FLAGS.model_dir} holds a {stored['method']} model with other settings "
-           f"({', '.join(differences) or 'method'}); use a new --model_dir or the same flags.")
+    check_resumed_run(stored, wanted)
     return stored
   if distribute.is_chief(strategy):
     files.write_json(path, wanted)
   return wanted
 
 
-def prepare_run(method: str, config_from_flags, strategy):
-  """(run.json contents, training dataset): with --mode=eval the stored run and no dataset;
-  otherwise the training split, and the model config built from it by `config_from_flags(info)`
-  saved (or checked against a resumed run)."""
+def check_resumed_run(stored: dict, wanted: dict):
+  """Stops unless `wanted` continues the `stored` run: the same method, model, data, optimizer and
+  schedules (another dataset or learning rate would silently train a different run on top of the
+  checkpoint); logs the flags a resumed run may change (RESUMABLE_FLAGS)."""
+  stored_precision = stored.get("mixed_precision", "off")
+  if (stored_precision == "mixed_float16") != (FLAGS.mixed_precision == "mixed_float16"):
+    # The loss scale is optimizer state: the checkpoints would not restore into the optimizer.
+    fail(f"{FLAGS.model_dir} was trained with --mixed_precision={stored_precision}; "
+         "mixed_float16 keeps a loss scale in the optimizer's checkpointed state, so resume "
+         f"with --mixed_precision={stored_precision} or use a new --model_dir.")
+  if stored["method"] != wanted["method"]:
+    fail(f"{FLAGS.model_dir} holds a {stored['method']} model, not {wanted['method']}; "
+         "use a new --model_dir.")
+  before = stored_flags(stored)
+  changed = {name: (before[name], value) for name, value in wanted["flags"].items()
+             if name in before and before[name] != value}
+  for name, value in wanted["model"].items():  # what the flags and the data made of the model
+    if stored["model"].get(name) != value:
+      changed.setdefault(name, (stored["model"].get(name), value))
+  for name in sorted(changed.keys() & RESUMABLE_FLAGS):
+    logging.info("Resuming with --%s=%s (the run started with %s).", name, changed[name][1],
+                 changed[name][0])
+  refused = sorted(changed.keys() - RESUMABLE_FLAGS)
+  if refused:
+    listed = "; ".join(f"{name}: {changed[name][0]} → {changed[name][1]}" for name in refused)
+    fail(f"{FLAGS.model_dir} holds a run with other settings ({listed}). Resume it with the "
+         f"settings it was started with (they are in {RUN_FILE}) or use a new --model_dir.")
+
+
+def use_run_data(run: dict):
+  """--mode=eval: the data flags not on the command line take the run's values (README's
+  `--mode=eval --model_dir=DIR` scores the model on its own data); stops when the images would not
+  have the model's size and channels."""
+  before = stored_flags(run)
+  for name in DATA_FLAGS:
+    if name not in before:
+      continue
+    if not FLAGS[name].present:
+      setattr(FLAGS, name, before[name])
+    elif FLAGS[name].value != before[name]:
+      logging.warning("Evaluating with --%s=%s; the model was trained with %s.", name,
+                      FLAGS[name].value, before[name])
+  size, channels = run["model"]["image_size"], run["model"]["channels"]
+  given = (FLAGS.image_size, FLAGS.channels or data.natural_channels(FLAGS.dataset))
+  if given != (size, channels):
+    fail(f"{FLAGS.model_dir} holds a model of {size}×{size} images with {channels} channel(s); "
+         f"--dataset={FLAGS.dataset} --image_size={FLAGS.image_size} --channels={FLAGS.channels} "
+         f"gives {given[0]}×{given[0]} with {given[1]}. Leave out the data flags to evaluate on "
+         "the run's own data, or pass its --image_size and --channels.")
+
+
+def prepare_run(method: str, main_module: str, config_from_flags, strategy):
+  """(run.json contents, training dataset): with --mode=eval the stored run and no dataset (the
+  run's data flags in effect); otherwise the training split, and the run (its flags from the
+  shared set and `main_module`, its model config built from the data by
+  `config_from_flags(info)`) saved or checked against a resumed run."""
   if FLAGS.mode == "eval":
-    return load_run(method), None
+    run = load_run(method)
+    use_run_data(run)
+    return run, None
   train_ds, info = load_split(train=True)
-  return save_or_check_run(method, config_from_flags(info), strategy), train_ds
+  return save_or_check_run(method, main_module, config_from_flags(info), strategy), train_ds
 
 
 def resume(checkpoint: tf.train.Checkpoint, step_counter: tf.Variable, strategy):
@@ -160,7 +229,7 @@ def evaluate(probabilities_fn, num_clusters: int, step: int, strategy, writer,
              channels: int, over_clustering: int = 1, write_files: bool = True):
   """Clusters --eval_split, logs scores to TensorBoard and (with write_files) writes
   MODEL_DIR/eval/*; only the chief writes anything."""
-  ds, _ = load_split(train=False, channels=channels)
+  ds, info = load_split(train=False, channels=channels)
   predictions = evaluation.predict(tf.function(probabilities_fn),
                                    data.evaluation_batches(ds, FLAGS.eval_batch_size), num_clusters)
   if not distribute.is_chief(strategy):
@@ -168,7 +237,7 @@ def evaluate(probabilities_fn, num_clusters: int, step: int, strategy, writer,
   eval_dir = os.path.join(FLAGS.model_dir, "eval")
   result = evaluation.summarize(predictions, num_clusters, step, over_clustering)
   if write_files:
-    evaluation.write_outputs(eval_dir, predictions, result)
+    evaluation.write_outputs(eval_dir, predictions, result, info.skipped)
   with writer.as_default(step=step):
     for name in ("acc", "nmi", "ari", "many_to_one_acc", "clusters_used"):
       if result.get(name) is not None:
