@@ -29,7 +29,7 @@ DATA_FLAGS = ("dataset", "data_dir", "train_split", "eval_split", "image_size", 
 RESUMABLE_FLAGS = frozenset({
     "train_steps", "log_every", "checkpoint_every", "eval_every", "keep_checkpoints",
     "eval_batch_size", "mode", "model_dir", "strategy", "cpu_devices", "jit_compile",
-    "mixed_precision", "picture_codes"})
+    "mixed_precision", "picture_codes", "eval_samples_per_code"})
 
 
 def fail(message: str):
