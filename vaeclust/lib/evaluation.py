@@ -5,6 +5,8 @@ MODEL_DIR/eval/assignments.csv one row per image: id, cluster, confidence
 MODEL_DIR/eval/skipped.csv     one row per image file that could not be read: file, reason
 MODEL_DIR/eval/clusters.png    the most confident images of each cluster, one row per cluster
 MODEL_DIR/eval/confusion.png   classes × clusters counts (only with labels)
+
+The files of eval/ are always those of one evaluation (the step in metrics.json).
 """
 import csv
 import dataclasses
@@ -74,20 +76,25 @@ def summarize(predictions: Predictions, num_clusters: int, step: int,
 
 
 def write_outputs(eval_dir: str, predictions: Predictions, result: dict, skipped=()):
-  """Writes metrics.json (`result`), assignments.csv, skipped.csv (the (file, reason) pairs of
-  `skipped`; header only when none, so no earlier list outlives a fixed folder) and the pictures."""
-  has_labels = np.any(predictions.labels >= 0)
-  files.write_json(os.path.join(eval_dir, "metrics.json"), result)
-  _write_csv(os.path.join(eval_dir, "assignments.csv"), ["id", "cluster", "confidence"],
+  """Replaces `eval_dir` by one new set (see files.replace_directory): metrics.json (`result`,
+  whose step is the set's), assignments.csv, skipped.csv (the (file, reason) pairs of `skipped`;
+  header only when none) and the pictures. A kill leaves the previous set whole, never files of
+  two evaluations side by side."""
+  files.replace_directory(eval_dir, lambda directory: _write_set(directory, predictions, result,
+                                                                 skipped))
+
+
+def _write_set(directory: str, predictions: Predictions, result: dict, skipped):
+  files.write_json(os.path.join(directory, "metrics.json"), result)
+  _write_csv(os.path.join(directory, "assignments.csv"), ["id", "cluster", "confidence"],
              ([example_id.decode(), int(cluster), f"{confidence:.6f}"]
               for example_id, cluster, confidence in zip(predictions.ids, predictions.clusters,
                                                          predictions.confidences)))
-  _write_csv(os.path.join(eval_dir, "skipped.csv"), ["file", "reason"], skipped)
-
-  images_lib.write_png(os.path.join(eval_dir, "clusters.png"), cluster_picture(predictions))
-  if has_labels:
+  _write_csv(os.path.join(directory, "skipped.csv"), ["file", "reason"], skipped)
+  images_lib.write_png(os.path.join(directory, "clusters.png"), cluster_picture(predictions))
+  if np.any(predictions.labels >= 0):
     counts = metrics_lib.contingency(predictions.labels, predictions.clusters)
-    files.write_atomically(os.path.join(eval_dir, "confusion.png"), confusion_png(counts), "wb")
+    files.write_atomically(os.path.join(directory, "confusion.png"), confusion_png(counts), "wb")
 
 
 def _write_csv(path: str, header, rows):

@@ -1,4 +1,5 @@
-"""Writing files so that a reader never sees one half-written (write aside, then rename)."""
+"""Writing files so that a reader never sees one half-written (write aside, flush to disk, then
+rename), nor, after a crash or power cut, a renamed file whose contents never reached the disk."""
 import json
 import os
 import uuid
@@ -8,11 +9,49 @@ import tensorflow as tf
 
 def write_atomically(path: str, content, mode: str = "w"):
   """Writes text or bytes to a temporary sibling of `path`, then renames it into place."""
-  tf.io.gfile.makedirs(os.path.dirname(path) or ".")
+  directory = os.path.dirname(path) or "."
+  tf.io.gfile.makedirs(directory)
   temporary = f"{path}.tmp-{uuid.uuid4().hex}"
   with tf.io.gfile.GFile(temporary, mode) as f:
     f.write(content)
+  _sync(temporary)
   tf.io.gfile.rename(temporary, path, overwrite=True)
+  _sync(directory)
+
+
+def replace_directory(path: str, write_contents):
+  """Fills a temporary sibling of directory `path` with `write_contents(temporary_path)`, then
+  swaps it into place, so readers see the old set of files or the new one, never a mix (a kill
+  between the two renames leaves no `path` until the next call). Leftovers of killed calls go."""
+  for stale in tf.io.gfile.glob(f"{path}.tmp-*") + tf.io.gfile.glob(f"{path}.old-*"):
+    tf.io.gfile.rmtree(stale)
+  temporary = f"{path}.tmp-{uuid.uuid4().hex}"
+  tf.io.gfile.makedirs(temporary)
+  write_contents(temporary)
+  for directory, _, names in tf.io.gfile.walk(temporary):
+    for name in names:
+      _sync(os.path.join(directory, name))
+    _sync(directory)
+  if tf.io.gfile.exists(path):
+    old = f"{path}.old-{uuid.uuid4().hex}"
+    tf.io.gfile.rename(path, old)
+    tf.io.gfile.rename(temporary, path)
+    tf.io.gfile.rmtree(old)
+  else:
+    tf.io.gfile.rename(temporary, path)
+  _sync(os.path.dirname(path) or ".")
+
+
+def _sync(path: str):
+  """fsyncs a local file or directory (a rename can reach the disk before the data it names);
+  remote stores (gs://...) keep an object once its writer is closed."""
+  if "://" in path:
+    return
+  descriptor = os.open(path, os.O_RDONLY)
+  try:
+    os.fsync(descriptor)
+  finally:
+    os.close(descriptor)
 
 
 def write_json(path: str, value):
