@@ -21,6 +21,9 @@ from vaeclust.lib import noise as noise_lib
 from vaeclust.lib import training
 
 METHOD = "variational_clustering"
+# The checkpoint saved once the prior is initialised, ckpt-prior-STEP (the warm-up's last is
+# ckpt-STEP).
+PRIOR_CHECKPOINT = "ckpt-prior"
 FLAGS = flags.FLAGS
 common_flags.define()
 flags.DEFINE_integer("latent_dim", 10, "Dimension of the continuous code z.")
@@ -103,18 +106,23 @@ def config_from_flags(info: data.DatasetInfo) -> vc_model.Config:
 
 
 def train(model, train_ds, trainer: training.Trainer, evaluate):
-  """Warm-up (optional), the GMM initialisation of the prior, then ELBO steps."""
+  """Warm-up (optional), the GMM initialisation of the prior, then ELBO steps; all of them on one
+  stream of batches, which a resumed run continues where it stopped."""
   config = model.config
-  dataset_fn = experiment.training_input(train_ds, FLAGS.batch_size, FLAGS.seed + trainer.step)
-  trainer.run(model.pretrain_step, dataset_fn, config.pretrain_steps, phase="warmup")
+  trainer.run(model.pretrain_step, training_input(train_ds, trainer), config.pretrain_steps,
+              phase="warmup")
+  # a checkpoint with the prior initialised tells a resumed run that this is done
   if config.pretrain_steps and not bool(model.prior_initialized.numpy()):
     initialise_prior(model, train_ds.take(FLAGS.gmm_init_examples), trainer)
-    trainer.manager.save(checkpoint_number=trainer.step)
+    trainer.save_as(PRIOR_CHECKPOINT)
     if FLAGS.eval_every:
       evaluate(trainer.step, write_files=False)
-  dataset_fn = experiment.training_input(train_ds, FLAGS.batch_size, FLAGS.seed + trainer.step)
-  trainer.run(model.train_step, dataset_fn, FLAGS.train_steps, phase="train",
-              on_log=experiment.every_eval_step(evaluate))
+  trainer.run(model.train_step, training_input(train_ds, trainer), FLAGS.train_steps,
+              phase="train", on_log=experiment.every_eval_step(evaluate))
+
+
+def training_input(train_ds, trainer: training.Trainer):
+  return experiment.training_input(train_ds, FLAGS.batch_size, FLAGS.seed, trainer.step)
 
 
 def initialise_prior(model, ds: tf.data.Dataset, trainer: training.Trainer):

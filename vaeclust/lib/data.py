@@ -54,6 +54,9 @@ class DatasetInfo:
   num_examples: Optional[int]  # None where it is only known by reading the data
   skipped: tuple = ()  # (file relative to --data_dir, reason) of a folder's files that do not decode
 
+SHUFFLE_BUFFER = 20_000
+EPOCH_GRAPH_SEED = 1
+
 
 def default_split(name: str, train: bool) -> str:
   """The split a dataset is trained (train=True) or evaluated on unless --*_split says otherwise."""
@@ -282,11 +285,30 @@ def to_float(example):
 
 
 def training_batches(ds: tf.data.Dataset, batch_size: int, seed: int,
-                     shard: Optional[tf.distribute.InputContext] = None) -> tf.data.Dataset:
-  """Endless shuffled batches of float images, cached after decoding, for one input pipeline."""
+                     shard: Optional[tf.distribute.InputContext] = None,
+                     skip: int = 0) -> tf.data.Dataset:
+  """Endless shuffled batches of float images, cached after decoding, for one input pipeline.
+
+  Each epoch is shuffled with a seed drawn from (seed, epoch), so the stream of examples depends
+  on `seed` alone, and `skip` (how many of them a resumed run has already trained on) starts it
+  where an uninterrupted run would be, replaying at most one epoch: both see the same batches.
+  """
   if shard is not None and shard.num_input_pipelines > 1:
     ds = ds.shard(shard.num_input_pipelines, shard.input_pipeline_id)
-  ds = ds.cache().shuffle(20_000, seed=seed, reshuffle_each_iteration=True).repeat()
+  ds = ds.cache()
+  epoch_size = int(ds.cardinality())
+  if epoch_size <= 0:
+    raise ValueError(f"Training needs a finite dataset of known size, not {epoch_size} examples.")
+
+  def epoch(number):
+    # This function's own graph-level seed, so that the order does not depend on the caller's
+    # global seed (under a global seed of 0, tf.data would refuse a tensor as the shuffle's seed).
+    tf.random.set_seed(EPOCH_GRAPH_SEED)
+    epoch_seed = tf.random.stateless_uniform([], tf.stack([tf.constant(seed, tf.int64), number]),
+                                             minval=None, maxval=None, dtype=tf.int64)
+    return ds.shuffle(SHUFFLE_BUFFER, seed=epoch_seed)
+
+  ds = tf.data.Dataset.counter(skip // epoch_size).flat_map(epoch).skip(skip % epoch_size)
   ds = ds.batch(batch_size, drop_remainder=True, num_parallel_calls=tf.data.AUTOTUNE)
   return ds.map(to_float, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 

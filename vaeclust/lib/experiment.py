@@ -79,16 +79,14 @@ def load_split(train: bool, channels: int = 0):
     fail(str(e))
 
 
-def training_input(ds: tf.data.Dataset, global_batch_size: int, seed: int):
-  """A dataset_fn for Trainer.run: one sharded pipeline per worker with the per-replica batch."""
+def training_input(ds: tf.data.Dataset, global_batch_size: int, seed: int, step: int = 0):
+  """A dataset_fn for Trainer.run: one sharded pipeline per worker with the per-replica batch,
+  starting at training step `step` of the stream that `seed` orders (a resumed run continues the
+  uninterrupted run's batches)."""
   def dataset_fn(ctx: tf.distribute.InputContext):
-    return data.training_batches(ds, ctx.get_per_replica_batch_size(global_batch_size), seed, ctx)
+    return data.training_batches(ds, ctx.get_per_replica_batch_size(global_batch_size), seed, ctx,
+                                 skip=step * global_batch_size // ctx.num_input_pipelines)
   return dataset_fn
-
-
-def checkpoint_manager(checkpoint: tf.train.Checkpoint, strategy) -> tf.train.CheckpointManager:
-  directory = distribute.writable_dir(FLAGS.model_dir, strategy)
-  return tf.train.CheckpointManager(checkpoint, directory, max_to_keep=FLAGS.keep_checkpoints)
 
 
 def summary_writer(strategy, name: str):
@@ -194,12 +192,13 @@ def prepare_run(method: str, main_module: str, config_from_flags, strategy):
 def resume(checkpoint: tf.train.Checkpoint, step_counter: tf.Variable, strategy):
   """Restores the newest checkpoint of --model_dir (one must exist for --mode=eval); returns the
   Trainer that saves into it and the evaluation summary writer."""
-  manager = checkpoint_manager(checkpoint, strategy)
   restored = training.restore(checkpoint, FLAGS.model_dir)
   if FLAGS.mode == "eval" and not restored:
     fail(f"No checkpoint in {FLAGS.model_dir}; train first.")
-  trainer = training.Trainer(strategy, step_counter, manager, summary_writer(strategy, "train"),
-                             FLAGS.batch_size, FLAGS.log_every, FLAGS.checkpoint_every,
+  trainer = training.Trainer(strategy, step_counter, checkpoint,
+                             distribute.writable_dir(FLAGS.model_dir, strategy),
+                             summary_writer(strategy, "train"), FLAGS.batch_size, FLAGS.log_every,
+                             FLAGS.checkpoint_every, FLAGS.keep_checkpoints,
                              jit_compile=FLAGS.jit_compile)
   return trainer, summary_writer(strategy, "eval")
 

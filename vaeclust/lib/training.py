@@ -15,17 +15,22 @@ class Trainer:
   """Runs step functions on a distributed dataset until a target step, saving as it goes."""
 
   def __init__(self, strategy: tf.distribute.Strategy, step_counter: tf.Variable,
-               checkpoint_manager: tf.train.CheckpointManager,
+               checkpoint: tf.train.Checkpoint, checkpoint_dir: str,
                summary_writer: tf.summary.SummaryWriter, global_batch_size: int,
-               log_every: int = 100, checkpoint_every: int = 1000, jit_compile: bool = False):
+               log_every: int = 100, checkpoint_every: int = 1000, keep_checkpoints: int = 3,
+               jit_compile: bool = False):
     self.strategy = strategy
     self.step_counter = step_counter
-    self.manager = checkpoint_manager
+    self.keep_checkpoints = keep_checkpoints
+    self.manager = tf.train.CheckpointManager(checkpoint, checkpoint_dir, keep_checkpoints)
     self.writer = summary_writer
     self.global_batch_size = global_batch_size
     self.log_every = max(1, log_every)
     self.checkpoint_every = max(1, checkpoint_every)
     self.jit_compile = jit_compile
+    # The step counter after the first step of a run() whose logs were not finite (-1: none yet),
+    # set inside the step so that the loop learns the exact step at no extra host sync.
+    self.non_finite_step = tf.Variable(-1, dtype=tf.int64, trainable=False)
 
   @property
   def step(self) -> int:
@@ -60,12 +65,19 @@ class Trainer:
     @tf.function(autograph=False)
     def run_step(iterator):
       logs = self.strategy.run(replica_step, args=(next(iterator),))
-      return {name: self.strategy.reduce(tf.distribute.ReduceOp.MEAN, value, axis=None)
+      logs = {name: self.strategy.reduce(tf.distribute.ReduceOp.MEAN, value, axis=None)
               for name, value in logs.items()}
+      finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(tf.cast(value, tf.float32)))
+                              for value in logs.values()])
+      first = tf.logical_and(tf.logical_not(finite), self.non_finite_step < 0)
+      self.non_finite_step.assign(tf.where(first, tf.cast(self.step_counter, tf.int64),
+                                           self.non_finite_step))
+      return logs
 
     logging.info("%s: steps %d → %d (global batch %d).", phase, start, until_step,
                  self.global_batch_size)
     started, last_time, last_step = time.time(), time.time(), start
+    self.non_finite_step.assign(-1)
     while self.step < until_step:
       step = self.step
       num_steps = min(until_step, _next_multiple(step, self.log_every),
@@ -73,9 +85,8 @@ class Trainer:
       for _ in range(num_steps):
         logs = run_step(iterator)
       logs = {name: float(value) for name, value in logs.items()}
+      self._stop_if_non_finite(phase)
       step = self.step
-      if not all(map(_finite, logs.values())):
-        raise FloatingPointError(f"Non-finite loss at step {step}: {logs}")
       if step % self.log_every == 0 or step == until_step:
         now = time.time()
         rate = (step - last_step) / max(now - last_time, 1e-9)
@@ -95,6 +106,31 @@ class Trainer:
     self.writer.flush()
     logging.info("%s finished at step %d in %s.", phase, self.step, _duration(time.time() - started))
 
+  def _stop_if_non_finite(self, phase: str):
+    """Raises, before anything is saved, if a step since the last check had a non-finite loss or
+    log (the weights are then likely NaN too). A float16 step that the loss scale skipped for
+    overflowing gradients has finite logs and passes."""
+    step = int(self.non_finite_step.numpy())
+    if step < 0:
+      return
+    last = tf.train.latest_checkpoint(self.manager.directory)
+    raise FloatingPointError(
+        f"{phase}: non-finite loss at step {step}; stopped without saving. The last good "
+        f"checkpoint is {last or 'none (nothing was saved yet)'}; a restart resumes from it, and "
+        "would meet the same batches: lower the learning rate or change the run in a new "
+        "--model_dir.")
+
+  def save_as(self, name: str):
+    """Saves the current step as checkpoint `name`-STEP, next to the step's ckpt-STEP: a second
+    save of one step (VC's prior, initialised after the warm-up's last step) must not overwrite
+    files that the `checkpoint` state file already names, or a kill during it would leave the
+    newest checkpoint unreadable. It is kept and deleted like the other checkpoints."""
+    checkpoint, directory = self.manager.checkpoint, self.manager.directory
+    tf.train.CheckpointManager(checkpoint, directory, self.keep_checkpoints,
+                               checkpoint_name=name).save(checkpoint_number=self.step)
+    # a new manager reads the state file, and so manages the checkpoint just saved
+    self.manager = tf.train.CheckpointManager(checkpoint, directory, self.keep_checkpoints)
+
 
 def restore(checkpoint: tf.train.Checkpoint, directory: str) -> Optional[str]:
   """Restores the newest checkpoint in `directory`, if any; returns its path.
@@ -112,10 +148,6 @@ def restore(checkpoint: tf.train.Checkpoint, directory: str) -> Optional[str]:
 
 def _next_multiple(step: int, every: int) -> int:
   return (step // every + 1) * every
-
-
-def _finite(value: float) -> bool:
-  return value == value and abs(value) != float("inf")
 
 
 def _duration(seconds: float) -> str:
