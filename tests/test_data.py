@@ -130,3 +130,19 @@ def test_channel_conversion_is_the_same_with_known_and_unknown_channel_counts():
                                     (rgba, 1, to_grey), (grey, 1, grey), (grey_alpha, 1, grey)]:
     np.testing.assert_array_equal(data.convert_channels(tf.constant(image), channels), expected)
     np.testing.assert_array_equal(dynamic[channels](tf.constant(image)), expected)
+
+
+@pytest.mark.parametrize("resumed_at", [1, 27, 28, 29, 60])  # one epoch of 1797 is 28.1 batches
+def test_resumed_training_batches_continue_the_uninterrupted_stream(resumed_at):
+  ds, _ = data.load("digits", split="all", image_size=8)
+
+  def ids(start, count):
+    batches = data.training_batches(ds, 64, seed=3, skip=start * 64).take(count)
+    return [b["id"].numpy().tolist() for b in batches]
+
+  uninterrupted = ids(0, 70)
+  assert ids(resumed_at, 70 - resumed_at) == uninterrupted[resumed_at:]
+  stream = np.concatenate(uninterrupted)
+  first, second = stream[:1797], stream[1797:2 * 1797]
+  assert len(set(first)) == 1797 and sorted(first) == sorted(second)  # every epoch is the set
+  assert first.tolist() != second.tolist()  # in another order

@@ -1,5 +1,6 @@
 """End to end through `python -m vaeclust.main`: train → eval outputs, resume after a kill, errors."""
 import csv
+import glob
 import json
 import os
 import re
@@ -10,6 +11,7 @@ import sys
 import time
 
 import pytest
+import tensorflow as tf
 
 TINY = ["--dataset=digits", "--image_size=8", "--conv_filters=16", "--hidden_units=64",
         "--latent_dim=8", "--num_clusters=10", "--batch_size=64", "--eval_batch_size=512",
@@ -81,6 +83,48 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(tmp_path):
   assert "Initialising the mixture prior" not in log
   assert f"train: steps {killed_at} → {target}" in log
   assert f"train finished at step {target}" in log and _latest_step(model_dir) == target
+
+
+def test_a_run_killed_anywhere_resumes_to_the_uninterrupted_result(tmp_path):
+  args = [*TINY, "--pretrain_steps=30", "--train_steps=60", "--checkpoint_every=10",
+          "--gmm_restarts=2", "--gmm_selection=likelihood"]
+  reference = tmp_path / "reference"
+  run_main(*args, f"--model_dir={reference}")
+  model_dir = tmp_path / "killed"
+  exists = lambda name: lambda: os.path.exists(model_dir / name)  # pylint: disable=unnecessary-lambda-assignment
+  kills = [  # (when to kill, what must not be there yet)
+      (exists("ckpt-10.index"), None),  # during the warm-up, right after a checkpoint
+      (exists("ckpt-30.index"), "ckpt-prior-30.index"),  # the warm-up's last: during the GMM fit
+      (exists("ckpt-prior-30.index"), "ckpt-40.index"),  # right after the prior's checkpoint
+      (exists("ckpt-50.index"), "ckpt-60.index"),  # during training, right after a checkpoint
+      (lambda: bool(glob.glob(str(model_dir / "eval.tmp-*"))), "eval/metrics.json"),  # while writing eval/
+  ]
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
+  for ready, not_yet in kills:
+    process = subprocess.Popen([sys.executable, "-m", "vaeclust.main", *args,
+                                f"--model_dir={model_dir}"], env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not ready() and process.poll() is None and time.time() < deadline:
+      time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    assert process.wait() == -signal.SIGKILL, "the run ended before the kill"
+    assert not_yet is None or not os.path.exists(model_dir / not_yet), not_yet
+  run_main(*args, f"--model_dir={model_dir}")
+  for name in ("metrics.json", "assignments.csv"):
+    assert (model_dir / "eval" / name).read_text() == (reference / "eval" / name).read_text()
+  assert not [n for n in os.listdir(model_dir) if ".tmp-" in n or ".old-" in n]
+  assert any(n.startswith("events") for n in os.listdir(model_dir / "eval"))
+
+
+def test_the_prior_checkpoint_does_not_overwrite_the_warm_ups_last(tmp_path):
+  model_dir = str(tmp_path / "run")
+  run_main(*TINY, f"--model_dir={model_dir}", "--pretrain_steps=10", "--train_steps=10",
+           "--gmm_restarts=1", "--mode=train")
+  initialised = "model/prior_initialized/.ATTRIBUTES/VARIABLE_VALUE"
+  for name, prior_initialized in (("ckpt-10", False), ("ckpt-prior-10", True)):
+    assert tf.train.load_variable(os.path.join(model_dir, name), initialised) == prior_initialized
+  assert tf.train.latest_checkpoint(model_dir) == os.path.join(model_dir, "ckpt-prior-10")
 
 
 def _latest_step(model_dir):

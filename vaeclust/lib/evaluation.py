@@ -76,10 +76,10 @@ def summarize(predictions: Predictions, num_clusters: int, step: int,
 
 
 def write_outputs(eval_dir: str, predictions: Predictions, result: dict, skipped=()):
-  """Replaces `eval_dir` by one new set (see files.replace_directory): metrics.json (`result`,
-  whose step is the set's), assignments.csv, skipped.csv (the (file, reason) pairs of `skipped`;
-  header only when none) and the pictures. A kill leaves the previous set whole, never files of
-  two evaluations side by side."""
+  """Replaces the evaluation files of `eval_dir` by one new set (files.replace_directory; its
+  TensorBoard events stay): metrics.json (`result`, whose step is the set's), assignments.csv,
+  skipped.csv (the (file, reason) pairs of `skipped`; header only when none) and the pictures. A
+  kill leaves the previous set whole, never files of two evaluations side by side."""
   files.replace_directory(eval_dir, lambda directory: _write_set(directory, predictions, result,
                                                                  skipped))
 

@@ -22,9 +22,9 @@ def write_atomically(path: str, content, mode: str = "w"):
 def replace_directory(path: str, write_contents):
   """Fills a temporary sibling of directory `path` with `write_contents(temporary_path)`, then
   swaps it into place, so readers see the old set of files or the new one, never a mix (a kill
-  between the two renames leaves no `path` until the next call). Leftovers of killed calls go."""
-  for stale in tf.io.gfile.glob(f"{path}.tmp-*") + tf.io.gfile.glob(f"{path}.old-*"):
-    tf.io.gfile.rmtree(stale)
+  between the two renames leaves no `path` until the next call). Entries of the old directory that
+  the new set lacks (TensorBoard's event files, another writer's subdirectory) stay."""
+  _finish_replacements(path)
   temporary = f"{path}.tmp-{uuid.uuid4().hex}"
   tf.io.gfile.makedirs(temporary)
   write_contents(temporary)
@@ -33,13 +33,27 @@ def replace_directory(path: str, write_contents):
       _sync(os.path.join(directory, name))
     _sync(directory)
   if tf.io.gfile.exists(path):
-    old = f"{path}.old-{uuid.uuid4().hex}"
-    tf.io.gfile.rename(path, old)
-    tf.io.gfile.rename(temporary, path)
-    tf.io.gfile.rmtree(old)
-  else:
-    tf.io.gfile.rename(temporary, path)
+    tf.io.gfile.rename(path, f"{path}.old-{uuid.uuid4().hex}")
+  tf.io.gfile.rename(temporary, path)
   _sync(os.path.dirname(path) or ".")
+  _finish_replacements(path)
+
+
+def _finish_replacements(path: str):
+  """Completes replacements of `path`, including those a kill interrupted: half-written new sets
+  go; an old directory comes back whole if no new one took its place, else hands over the entries
+  the new one lacks, and goes."""
+  for stale in tf.io.gfile.glob(f"{path}.tmp-*"):
+    tf.io.gfile.rmtree(stale)
+  for old in tf.io.gfile.glob(f"{path}.old-*"):
+    if not tf.io.gfile.exists(path):
+      tf.io.gfile.rename(old, path)
+      continue
+    for name in tf.io.gfile.listdir(old):
+      name = name.rstrip("/")
+      if not tf.io.gfile.exists(os.path.join(path, name)):
+        tf.io.gfile.rename(os.path.join(old, name), os.path.join(path, name))
+    tf.io.gfile.rmtree(old)
 
 
 def _sync(path: str):
