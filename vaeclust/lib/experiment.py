@@ -118,14 +118,17 @@ def save_or_check_run(method: str, main_module: str, model_config, strategy):
        "model": dataclasses.asdict(model_config), "flags": run_flags(main_module)}))
   if tf.io.gfile.exists(path):
     stored = files.read_json(path)
-    check_resumed_run(stored, wanted)
+    # Only the chief compares flags (its refusal stops the cluster): the others may differ in
+    # what does not reach the shared variables, and a non-chief finds the run.json the chief has
+    # just written for this very run.
+    check_resumed_run(stored, wanted, compare_flags=distribute.is_chief(strategy))
     return stored
   if distribute.is_chief(strategy):
     files.write_json(path, wanted)
   return wanted
 
 
-def check_resumed_run(stored: dict, wanted: dict):
+def check_resumed_run(stored: dict, wanted: dict, compare_flags: bool = True):
   """Stops unless `wanted` continues the `stored` run: the same method, model, data, optimizer and
   schedules (another dataset or learning rate would silently train a different run on top of the
   checkpoint); logs the flags a resumed run may change (RESUMABLE_FLAGS)."""
@@ -140,7 +143,7 @@ def check_resumed_run(stored: dict, wanted: dict):
          "use a new --model_dir.")
   before = stored_flags(stored)
   changed = {name: (before[name], value) for name, value in wanted["flags"].items()
-             if name in before and before[name] != value}
+             if compare_flags and name in before and before[name] != value}
   for name, value in wanted["model"].items():  # what the flags and the data made of the model
     if stored["model"].get(name) != value:
       changed.setdefault(name, (stored["model"].get(name), value))
