@@ -1,5 +1,7 @@
 """C3-GAN loss terms, one value per example (float32) unless stated, so callers average them over
 the global batch; batch-level terms say so."""
+import math
+
 import tensorflow as tf
 
 
@@ -62,6 +64,8 @@ def mask_area(masks, low: float, high: float):
 
 
 def mask_binarization(masks):
-  """Mean binary entropy of each mask's pixels: pushes the mask to 0/1."""
+  """Mean binary entropy of each mask's pixels, in bits as in the reference: pushes the mask to
+  0/1."""
   m = tf.clip_by_value(masks, 1e-6, 1.0 - 1e-6)
-  return tf.reduce_mean(-m * tf.math.log(m) - (1.0 - m) * tf.math.log(1.0 - m), axis=[1, 2, 3])
+  nats = -m * tf.math.log(m) - (1.0 - m) * tf.math.log(1.0 - m)
+  return tf.reduce_mean(nats, axis=[1, 2, 3]) / math.log(2.0)

@@ -3,6 +3,8 @@
   python -m c3gan.main --flagfile=configs/c3gan_mnist5k.flags --model_dir=/tmp/c3gan1
   tensorboard --logdir=/tmp/c3gan1
 """
+import os
+
 from absl import app
 from absl import flags
 import keras
@@ -14,6 +16,7 @@ from vaeclust.lib import common_flags
 from vaeclust.lib import data
 from vaeclust.lib import distribute
 from vaeclust.lib import experiment
+from vaeclust.lib import files
 from vaeclust.lib import images as images_lib
 
 METHOD = "c3gan"
@@ -33,6 +36,12 @@ flags.DEFINE_float("contrastive_temperature", 0.1, "τ of NT-Xent between two vi
 flags.DEFINE_float("info_weight", 5.0, "Weight of InfoNCE between a fake's embedding and its code's "
                    "centroid (D and G).")
 flags.DEFINE_float("info_fg_weight", 1.0, "Weight of the same InfoNCE on the masked fake m·x̂.")
+flags.DEFINE_float("generator_info_scale", 1.0, "The generator's step weighs both InfoNCE terms by "
+                   "this times --info_weight / --info_fg_weight (1 as in the reference; below 1 "
+                   "when the codes' InfoNCE would drown the adversarial signal, as on digits).")
+flags.DEFINE_boolean("d_batch_norm", True, "Batch norm in the discriminator's trunk, as in the "
+                     "reference; without it D judges every image on its own, the same in training "
+                     "and at inference.")
 flags.DEFINE_float("contrastive_weight", 1.0, "Weight of NT-Xent on real images (D).")
 flags.DEFINE_float("entropy_weight", 0.1, "Weight of the mean entropy of real images' cluster "
                    "posteriors (D; makes each confident).")
@@ -61,6 +70,8 @@ flags.DEFINE_float("g_learning_rate", 2e-4, "Adam learning rate of the generator
 flags.DEFINE_float("beta_1", 0.5, "Adam β1 of both optimizers.")
 flags.DEFINE_float("beta_2", 0.999, "Adam β2 of both optimizers.")
 flags.DEFINE_integer("picture_codes", 10, "Codes (rows) in the TensorBoard pictures of generated images.")
+flags.DEFINE_integer("eval_samples_per_code", 32, "Generated images of each code written at every "
+                     "evaluation to MODEL_DIR/eval/samples/code_<k>/<i>.png (0: none).")
 
 
 def _is_int_list(values):
@@ -82,9 +93,12 @@ def _resolution_steps(image_size):
 
 for _name in ("over_clustering", "z_dim", "code_noise_dim", "embedding_dim", "picture_codes"):
   flags.register_validator(_name, lambda v: v >= 1, message=f"--{_name} must be at least 1.")
+flags.register_validator("eval_samples_per_code", lambda v: v >= 0,
+                         message="--eval_samples_per_code must be >= 0.")
 for _name in ("temperature", "contrastive_temperature", "d_learning_rate", "g_learning_rate"):
   flags.register_validator(_name, lambda v: v > 0, message=f"--{_name} must be > 0.")
-for _name in ("info_weight", "info_fg_weight", "contrastive_weight", "entropy_weight",
+for _name in ("info_weight", "info_fg_weight", "generator_info_scale", "contrastive_weight",
+              "entropy_weight",
               "balance_weight", "adversarial_weight", "mask_area_weight", "mask_binary_weight",
               "fg_rotation", "fg_shift", "view_rotation", "view_shift"):
   flags.register_validator(_name, lambda v: v >= 0, message=f"--{_name} must be >= 0.")
@@ -124,6 +138,7 @@ def config_from_flags(info: data.DatasetInfo) -> c3gan_model.Config:
       d_filters=tuple(int(f) for f in FLAGS.d_filters), embedding_dim=FLAGS.embedding_dim,
       temperature=FLAGS.temperature, contrastive_temperature=FLAGS.contrastive_temperature,
       info_weight=FLAGS.info_weight, info_fg_weight=FLAGS.info_fg_weight,
+      generator_info_scale=FLAGS.generator_info_scale, d_batch_norm=FLAGS.d_batch_norm,
       contrastive_weight=FLAGS.contrastive_weight, entropy_weight=FLAGS.entropy_weight,
       balance_weight=FLAGS.balance_weight, adversarial_weight=FLAGS.adversarial_weight,
       mask_area_weight=FLAGS.mask_area_weight, mask_binary_weight=FLAGS.mask_binary_weight,
@@ -143,6 +158,23 @@ def log_pictures(model, writer, step: int):
     for name, grid in pictures.items():
       images_lib.summary_image(f"generated/{name}", images_lib.grid(grid.numpy()), step)
   writer.flush()
+
+
+def write_samples(model, step: int):
+  """MODEL_DIR/eval/samples/code_<k>/<i>.png: --eval_samples_per_code fresh images of each code,
+  replaced as one set."""
+  if not FLAGS.eval_samples_per_code:
+    return
+  samples = model.code_samples(FLAGS.eval_samples_per_code, seed=[FLAGS.seed, step]).numpy()
+
+  def write(directory):
+    for code, images in enumerate(samples):
+      code_dir = os.path.join(directory, f"code_{code}")
+      tf.io.gfile.makedirs(code_dir)
+      for i, image in enumerate(images):
+        with tf.io.gfile.GFile(os.path.join(code_dir, f"{i}.png"), "wb") as f:
+          f.write(tf.io.encode_png(image).numpy())
+  files.replace_directory(os.path.join(FLAGS.model_dir, "eval", "samples"), write)
 
 
 def main(argv):
@@ -167,10 +199,12 @@ def main(argv):
                                  over_clustering=config.over_clustering, write_files=write_files)
     if distribute.is_chief(strategy):
       log_pictures(model, eval_writer, step)
+      write_samples(model, step)
     return result
 
   if FLAGS.mode != "eval":
-    dataset_fn = experiment.training_input(train_ds, FLAGS.batch_size, FLAGS.seed + trainer.step)
+    dataset_fn = experiment.training_input(train_ds, FLAGS.batch_size, FLAGS.seed,
+                                             trainer.step)
     trainer.run(model.train_step, dataset_fn, FLAGS.train_steps, phase="train",
                 on_log=experiment.every_eval_step(evaluate))
   if FLAGS.mode != "train":

@@ -39,6 +39,8 @@ class Config:
   contrastive_temperature: float = 0.1
   info_weight: float = 5.0
   info_fg_weight: float = 1.0
+  d_batch_norm: bool = True  # reference: D normalises by batch statistics
+  generator_info_scale: float = 1.0  # G step's info weights = this × the D step's (reference: 1)
   contrastive_weight: float = 1.0
   entropy_weight: float = 0.1  # mean per-image entropy of real images' posteriors (confident)
   balance_weight: float = 0.1  # −entropy of the batch-mean posterior (balanced)
@@ -73,7 +75,8 @@ class C3GAN(keras.Model):
         c.z_dim, c.image_size, c.channels, c.g_filters)
     self.foreground_generator = networks.foreground_generator(
         c.z_dim, c.num_codes, c.code_noise_dim, c.image_size, c.channels, c.g_filters)
-    self.discriminator = networks.discriminator(c.image_size, c.channels, c.d_filters, c.embedding_dim)
+    self.discriminator = networks.discriminator(c.image_size, c.channels, c.d_filters,
+                                                c.embedding_dim, c.d_batch_norm)
     # l_k = W[k] + b: one row of a learnable table per code, trained with D.
     self.centroid_table = keras.layers.Dense(c.embedding_dim, name="centroids", dtype="float32",
                                              kernel_initializer=keras.initializers.Orthogonal())
@@ -144,12 +147,11 @@ class C3GAN(keras.Model):
     background = self.background_generator(sample["z"], training=training)
     foreground, mask = self.foreground_generator([sample["z"], one_hot, sample["code_noise"]],
                                                  training=training)
-    raw_mask = mask
     if sample.get("transforms") is not None:
       warped = augment.warp(tf.concat([foreground, mask], axis=-1), sample["transforms"])
       foreground, mask = warped[..., :-1], warped[..., -1:]
     image = background * (1.0 - mask) + foreground * mask
-    return {"background": background, "foreground": foreground, "mask": mask, "raw_mask": raw_mask,
+    return {"background": background, "foreground": foreground, "mask": mask,
             "image": image, "masked": mask * image}
 
   # ----- training --------------------------------------------------------------------------------
@@ -222,18 +224,21 @@ class C3GAN(keras.Model):
           "g_adversarial": -fake_logit,
           "g_info": losses.info_nce(fake_embedding, centroids, sample["codes"], c.temperature),
           "g_info_fg": losses.info_nce(masked_embedding, centroids, sample["codes"], c.temperature),
-          "mask_area": losses.mask_area(fake["raw_mask"], *c.mask_area_range),
-          "mask_binary": losses.mask_binarization(fake["raw_mask"]),
+          # on the warped mask, as composed (its zero padding counts as background)
+          "mask_area": losses.mask_area(fake["mask"], *c.mask_area_range),
+          "mask_binary": losses.mask_binarization(fake["mask"]),
       }
-      per_example = (c.adversarial_weight * terms["g_adversarial"] + c.info_weight * terms["g_info"]
-                     + c.info_fg_weight * terms["g_info_fg"]
+      info_scale = c.generator_info_scale
+      per_example = (c.adversarial_weight * terms["g_adversarial"]
+                     + info_scale * c.info_weight * terms["g_info"]
+                     + info_scale * c.info_fg_weight * terms["g_info_fg"]
                      + c.mask_area_weight * terms["mask_area"]
                      + c.mask_binary_weight * terms["mask_binary"])
       loss = tf.nn.compute_average_loss(per_example)
     distribute.apply_gradients(self.g_optimizer, tape, loss, self.g_variables)
     logs = {name: tf.reduce_mean(value) for name, value in terms.items()}
     logs.update(g_loss=tf.reduce_mean(per_example),
-                mask_mean=tf.reduce_mean(fake["raw_mask"]))
+                mask_mean=tf.reduce_mean(fake["mask"]))
     return logs
 
   @contextlib.contextmanager
@@ -272,6 +277,22 @@ class C3GAN(keras.Model):
                 "foreground": fake["foreground"], "mask": fake["mask"] * 2.0 - 1.0}
     return {name: tf.reshape((x + 1.0) / 2.0, [rows, columns] + x.shape[1:].as_list())
             for name, x in pictures.items()}
+
+  def code_samples(self, per_code: int, seed, batch_size: int = 256):
+    """uint8 [codes, per_code, H, W, C]: generated images of every code from fresh z and code
+    noise (keyed by `seed`, e.g. (run seed, step)), without the training warp, as inference
+    would draw them."""
+    c = self.config
+    codes = tf.repeat(tf.range(c.num_codes), per_code)
+    z = tf.random.stateless_normal([len(codes), c.z_dim], seed=seed)
+    code_noise = tf.random.stateless_normal([len(codes), c.code_noise_dim], seed=[seed[0], seed[1] + 1])
+    images = []
+    for start in range(0, len(codes), batch_size):
+      part = slice(start, start + batch_size)
+      fake = self.generate({"z": z[part], "codes": codes[part], "code_noise": code_noise[part]},
+                           training=False)
+      images.append(tf.cast(tf.round((fake["image"] + 1.0) * 127.5), tf.uint8))
+    return tf.reshape(tf.concat(images, 0), [c.num_codes, per_code] + images[0].shape[1:].as_list())
 
 
 def from_run(run: dict) -> C3GAN:

@@ -135,23 +135,31 @@ def foreground_generator(z_dim: int, num_codes: int, code_noise_dim: int, image_
   return keras.Model([z, code, code_noise], [_to_image(y, channels), mask], name="foreground_generator")
 
 
-def discriminator(image_size: int, channels: int, d_filters: Sequence[int], embedding_dim: int):
-  """D(x in [-1, 1]) → (real/fake logit [B], embedding h(x) [B, embedding_dim])."""
+def discriminator(image_size: int, channels: int, d_filters: Sequence[int], embedding_dim: int,
+                  batch_norm: bool = True):
+  """D(x in [-1, 1]) → (real/fake logit [B], embedding h(x) [B, embedding_dim]).
+
+  Without `batch_norm` the trunk's convolutions have biases instead: D then treats every image on
+  its own, the same in training and at inference.
+  """
   if len(d_filters) != num_resolution_steps(image_size):
     raise ValueError(f"{image_size}×{image_size} images need {num_resolution_steps(image_size)} "
                      f"discriminator widths (one per stride-2 conv to 4×4); got {list(d_filters)}.")
+
+  def conv_norm(x, filters, kernel, **kwargs):
+    x = keras.layers.Conv2D(filters, kernel, padding="same", use_bias=not batch_norm,
+                            kernel_initializer=_orthogonal(), **kwargs)(x)
+    return _batch_norm()(x) if batch_norm else x
+
   images = keras.Input((image_size, image_size, channels), name="images")
-  x = images
-  for i, filters in enumerate(d_filters):
-    x = keras.layers.Conv2D(filters, 4, strides=2, padding="same", use_bias=False,
-                            kernel_initializer=_orthogonal())(x)
-    if i:
-      x = _batch_norm()(x)
-    x = keras.layers.LeakyReLU(0.2)(x)
-  x = keras.layers.LeakyReLU(0.2)(_batch_norm()(_conv(d_filters[-1], 3)(x)))
+  x = keras.layers.LeakyReLU(0.2)(keras.layers.Conv2D(
+      d_filters[0], 4, strides=2, padding="same", use_bias=False, kernel_initializer=_orthogonal())(images))
+  for filters in d_filters[1:]:
+    x = keras.layers.LeakyReLU(0.2)(conv_norm(x, filters, 4, strides=2))
+  x = keras.layers.LeakyReLU(0.2)(conv_norm(x, d_filters[-1], 3))
   logit = keras.layers.Conv2D(1, 4, strides=4, kernel_initializer=_orthogonal(), name="real_fake",
                               dtype="float32")(x)
-  e = keras.layers.LeakyReLU(0.2)(_batch_norm()(_conv(d_filters[-1], 3)(x)))
+  e = keras.layers.LeakyReLU(0.2)(conv_norm(x, d_filters[-1], 3))
   embedding = keras.layers.Conv2D(embedding_dim, 4, strides=4, kernel_initializer=_orthogonal(),
                                   name="embedding", dtype="float32")(e)
   flat_logit = keras.layers.Flatten(dtype="float32")(logit)[:, 0]

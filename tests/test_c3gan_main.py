@@ -43,6 +43,14 @@ def test_train_eval_and_resume(tmp_path):
       assert f.read(8) == b"\x89PNG\r\n\x1a\n"
   for name in ("train", "eval"):
     assert any(n.startswith("events") for n in os.listdir(os.path.join(model_dir, name)))
+  samples = os.path.join(model_dir, "eval", "samples")
+  assert sorted(os.listdir(samples)) == sorted(f"code_{k}" for k in range(20))
+  for k in (0, 19):
+    names = os.listdir(os.path.join(samples, f"code_{k}"))
+    assert sorted(names) == sorted(f"{i}.png" for i in range(32))  # --eval_samples_per_code default
+    with open(os.path.join(samples, f"code_{k}", "0.png"), "rb") as f:
+      assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+  assert not [n for n in os.listdir(os.path.join(model_dir, "eval")) if ".tmp-" in n or ".old-" in n]
   with open(os.path.join(model_dir, "run.json")) as f:
     run = json.load(f)
   assert run["method"] == "c3gan" and run["model"]["over_clustering"] == 2

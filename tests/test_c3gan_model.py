@@ -34,7 +34,7 @@ def test_generator_outputs_have_image_shape_range_and_composition():
   for name in ("background", "foreground"):
     values = fake[name].numpy()
     assert values.min() >= -1 and values.max() <= 1 and values.std() > 0, name
-  assert fake["mask"].shape == fake["raw_mask"].shape == (5, 16, 16, 1)
+  assert fake["mask"].shape == (5, 16, 16, 1)
   mask = fake["mask"].numpy()
   assert mask.min() >= 0 and mask.max() <= 1
   np.testing.assert_allclose(
@@ -84,7 +84,6 @@ def test_foreground_and_mask_are_warped_by_the_given_transform():
     np.testing.assert_allclose(warped[name][:, 2:, 3:], plain[name][:, :-2, :-3], atol=1e-5)
     assert np.all(warped[name].numpy()[:, :2] == 0) and np.all(warped[name].numpy()[:, :, :3] == 0)
   np.testing.assert_allclose(warped["background"], plain["background"], atol=1e-6)
-  np.testing.assert_allclose(plain["mask"], plain["raw_mask"])
   # where the warped mask is zero (the padding), the composition is the background
   np.testing.assert_allclose(warped["image"][:, :2], warped["background"][:, :2], atol=1e-6)
 
@@ -149,7 +148,7 @@ def test_hinge_and_mask_terms():
   np.testing.assert_allclose(losses.mask_area(masks, 0.1, 0.9), [0.05, 0.0, 0.05], atol=1e-6)
   binary = losses.mask_binarization(tf.constant([[[[0.0], [1.0]]], [[[0.5], [0.5]]]])).numpy()
   assert binary[0] < 1e-4
-  np.testing.assert_allclose(binary[1], np.log(2), rtol=1e-5)
+  np.testing.assert_allclose(binary[1], 1.0, rtol=1e-5)  # one bit
 
 
 # ----- which step trains what --------------------------------------------------------------------
@@ -208,3 +207,45 @@ def test_over_clustering_scores_give_each_class_that_many_clusters():
   assert over1["acc"] == pytest.approx(6 / 12)  # one cluster per class: 0 (3) and 3 (3)
   assert over2["many_to_one_acc"] == pytest.approx(11 / 12)
   assert over2["clusters_used"] == 4
+
+
+
+def test_generator_info_scale_weighs_the_generator_step_only():
+  model = _model(generator_info_scale=0.3, info_weight=5.0, info_fg_weight=1.0)
+  logs = tf.function(lambda: model.g_step(model.step_noise(6)), autograph=False)()
+  logs = {name: float(value) for name, value in logs.items()}
+  expected = (logs["g_adversarial"] + 0.3 * (5.0 * logs["g_info"] + 1.0 * logs["g_info_fg"])
+              + logs["mask_area"] + logs["mask_binary"])
+  assert logs["g_loss"] == pytest.approx(expected, rel=1e-5)
+  images = tf.random.uniform([6, 16, 16, 1], seed=2)
+  logs = tf.function(lambda x: model.d_step(x, model.step_noise(6)), autograph=False)(images)
+  logs = {name: float(value) for name, value in logs.items()}
+  expected = (logs["d_hinge_real"] + logs["d_hinge_fake"] + 5.0 * logs["d_info"]
+              + 1.0 * logs["d_info_fg"] + 0.1 * logs["entropy"] + logs["contrastive"]
+              + 0.1 * logs["balance"])
+  assert logs["d_loss"] == pytest.approx(expected, rel=1e-5)  # D keeps the full weights
+
+
+def test_discriminator_without_batch_norm_judges_each_image_on_its_own():
+  images = tf.random.uniform([6, 16, 16, 1], -1, 1, seed=3)
+  model = _model(d_batch_norm=False)
+  assert not model.discriminator.non_trainable_variables  # no batch statistics
+  logit, embedding = model.discriminator(images, training=True)
+  alone_logit, alone_embedding = model.discriminator(images[:1], training=True)
+  np.testing.assert_allclose(alone_logit, logit[:1], rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(alone_embedding, embedding[:1], rtol=1e-5, atol=1e-6)
+  inference_logit, _ = model.discriminator(images, training=False)
+  np.testing.assert_allclose(inference_logit, logit, rtol=1e-5, atol=1e-6)
+  # with batch norm (the reference), an image's score depends on the rest of its batch
+  logit, _ = _model().discriminator(images, training=True)
+  alone_logit, _ = _model().discriminator(images[:1], training=True)
+  assert abs(float(alone_logit[0]) - float(logit[0])) > 1e-3
+
+
+def test_code_samples_are_uint8_images_of_every_code():
+  model = _model()
+  samples = model.code_samples(4, seed=[0, 7]).numpy()
+  assert samples.shape == (6, 4, 16, 16, 1) and samples.dtype == np.uint8
+  assert samples.std() > 0
+  np.testing.assert_array_equal(samples, model.code_samples(4, seed=[0, 7]).numpy())  # keyed
+  assert not np.array_equal(samples, model.code_samples(4, seed=[0, 8]).numpy())
