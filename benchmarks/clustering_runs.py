@@ -36,10 +36,11 @@ def pixels(config: str):
   return images.astype(np.float64), np.array([e["label"] for e in examples])
 
 
-def train_and_score(module: str, config: str, seed: int, extra_flags=()):
+def train_and_score(module: str, config: str, seed: int, extra_flags=(), inspect=None):
   """Runs `python -m MODULE --flagfile=configs/CONFIG.flags --seed=SEED` in a fresh model_dir:
-  its eval scores, wall time (`seconds`) and console log (`log`). A failed run raises with the
-  end of its log."""
+  its eval scores, wall time (`seconds`), console log (`log`) and what `inspect(model_dir)`
+  returns (a dict, merged in) before the directory is removed. A failed run raises with the end
+  of its log."""
   with tempfile.TemporaryDirectory() as model_dir:
     started = time.time()
     child = subprocess.run(
@@ -52,7 +53,9 @@ def train_and_score(module: str, config: str, seed: int, extra_flags=()):
                          + child.stderr[-3000:])
     with open(os.path.join(model_dir, "eval", "metrics.json")) as f:
       scores = json.load(f)
-  return {**{key: scores[key] for key in SCORES}, "seconds": seconds, "log": child.stderr}
+    inspected = inspect(model_dir) if inspect else {}
+  return {**{key: scores[key] for key in SCORES}, "seconds": seconds, "log": child.stderr,
+          **inspected}
 
 
 def baseline(method: str, x: np.ndarray, y: np.ndarray, k: int, seed: int):
@@ -70,5 +73,5 @@ def baseline(method: str, x: np.ndarray, y: np.ndarray, k: int, seed: int):
   return {**{key: scores[key] for key in SCORES}, "seconds": seconds}
 
 
-def cell(values) -> str:
-  return f"{np.mean(values):.3f} ± {np.std(values):.3f}"
+def cell(values, digits: int = 3) -> str:
+  return f"{np.mean(values):.{digits}f} ± {np.std(values):.{digits}f}"
