@@ -194,7 +194,7 @@ def main(argv):
   trainer, eval_writer = experiment.resume(checkpoint, model.d_optimizer.iterations, strategy)
 
   def evaluate(step, write_files=True):
-    result = experiment.evaluate(lambda images: model(images)["probabilities"], config.num_codes,
+    result = experiment.evaluate(model, config.num_codes,
                                  step, strategy, eval_writer, config.channels,
                                  over_clustering=config.over_clustering, write_files=write_files)
     if distribute.is_chief(strategy):

@@ -38,6 +38,9 @@ def test_train_eval_and_resume(tmp_path):
     rows = list(csv.DictReader(f))
   assert len(rows) == 1797 and set(rows[0]) == {"id", "cluster", "confidence"}
   assert all(0 <= int(r["cluster"]) < 20 and 0 < float(r["confidence"]) <= 1 for r in rows)
+  with open(os.path.join(model_dir, "eval", "projector", "metadata.tsv")) as f:
+    assert len(f.readlines()) == 1797 + 1  # every evaluated image, after the header
+  assert os.path.exists(os.path.join(model_dir, "eval", "projector_config.pbtxt"))
   for picture in ("clusters.png", "confusion.png"):
     with open(os.path.join(model_dir, "eval", picture), "rb") as f:
       assert f.read(8) == b"\x89PNG\r\n\x1a\n"

@@ -40,3 +40,13 @@ def test_unlabelled_examples_are_ignored_and_no_labels_give_nulls():
   assert metrics.hungarian_accuracy(labels, clusters) == 1.0
   assert metrics.scores(None, clusters)["acc"] is None
   assert metrics.scores(np.full(6, -1), clusters)["nmi"] is None
+
+
+def test_matched_classes_name_each_cluster_and_leave_extra_clusters_unmatched():
+  labels = np.repeat([0, 1, 2], 4)
+  clusters = np.array([2, 2, 2, 2, 0, 0, 0, 3, 1, 1, 1, 1])
+  counts = metrics.contingency(labels, clusters, num_clusters=5)
+  assert counts.shape == (3, 5)  # cluster 4 is empty but has its column
+  np.testing.assert_array_equal(metrics.matched_classes(counts), [1, 2, 0, -1, -1])
+  # two clusters per class: cluster 3 joins class 1
+  np.testing.assert_array_equal(metrics.matched_classes(counts, over=2)[:4], [1, 2, 0, 1])

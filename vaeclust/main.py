@@ -207,7 +207,7 @@ def main(argv):
       strategy)
 
   def evaluate(step, write_files=True):
-    return experiment.evaluate(lambda images: model(images)["probabilities"], config.num_clusters,
+    return experiment.evaluate(model, config.num_clusters,
                                step, strategy, eval_writer, config.channels, write_files=write_files)
 
   if FLAGS.mode != "eval":

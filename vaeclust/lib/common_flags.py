@@ -23,6 +23,10 @@ def define():
   flags.DEFINE_integer("num_clusters", 10, "Number of clusters K.")
   flags.DEFINE_integer("batch_size", 128, "Global batch size (split evenly across replicas).")
   flags.DEFINE_integer("eval_batch_size", 256, "Batch size for evaluation.")
+  flags.DEFINE_integer("projector_examples", 10_000, "Evaluated images whose embeddings, "
+                       "thumbnails and clusters the evaluation writes for TensorBoard's Projector "
+                       "tab (MODEL_DIR/eval/projector/; the first ones in evaluation order). 0: none.",
+                       lower_bound=0)
   flags.DEFINE_integer("train_steps", 10_000, "Total training steps (warm-up included).")
   flags.DEFINE_integer("seed", 0, "Random seed for weights, sampling and data order.")
   flags.DEFINE_string("model_dir", None, "Directory for checkpoints, TensorBoard logs and eval/.")

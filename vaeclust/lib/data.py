@@ -53,6 +53,7 @@ class DatasetInfo:
   has_labels: bool
   num_examples: Optional[int]  # None where it is only known by reading the data
   skipped: tuple = ()  # (file relative to --data_dir, reason) of a folder's files that do not decode
+  class_names: tuple = ()  # the name of each label (folder names, tfds label names), for pictures
 
 SHUFFLE_BUFFER = 20_000
 EPOCH_GRAPH_SEED = 1
@@ -81,17 +82,18 @@ def load(name: str, *, split: str, image_size: int, data_dir: Optional[str] = No
   channels = channels or natural_channels(name)
   skipped = ()
   if name in TFDS_SOURCES:
-    ds, num_examples, has_labels = _load_tfds(name, split, data_dir, crop_to_bbox)
+    ds, num_examples, class_names = _load_tfds(name, split, data_dir, crop_to_bbox)
   elif name == "mnist5k":
-    ds, num_examples, has_labels = _load_mnist5k(split)
+    ds, num_examples, class_names = _load_mnist5k(split)
   elif name == "digits":
-    ds, num_examples, has_labels = _load_digits(split)
+    ds, num_examples, class_names = _load_digits(split)
   elif name == "folder":
-    ds, num_examples, has_labels, skipped = _load_folder(data_dir)
+    ds, num_examples, class_names, skipped = _load_folder(data_dir)
   else:
     raise DataError(f"Unknown dataset {name!r}; choose one of {', '.join(DATASETS)}.")
   ds = ds.map(_formatter(image_size, channels), num_parallel_calls=tf.data.AUTOTUNE)
-  return ds, DatasetInfo(name, image_size, channels, has_labels, num_examples, skipped)
+  return ds, DatasetInfo(name, image_size, channels, bool(class_names), num_examples, skipped,
+                         tuple(class_names))
 
 
 def _formatter(image_size: int, channels: int) -> Callable:
@@ -137,7 +139,7 @@ def _in_memory(images: np.ndarray, labels: np.ndarray, prefix: str, split: str):
     raise DataError(f"{prefix} has a single split 'all'; got split {split!r}.")
   ids = np.array([f"{prefix}/{i}" for i in range(len(images))])
   ds = tf.data.Dataset.from_tensor_slices({"image": images, "label": labels, "id": ids})
-  return ds, len(images), True
+  return ds, len(images), tuple(str(k) for k in range(int(labels.max()) + 1))
 
 
 def _load_mnist5k(split: str):
@@ -172,6 +174,11 @@ def _load_tfds(name: str, split: str, data_dir: Optional[str], crop_to_bbox: boo
   except ValueError as e:
     raise DataError(f"Bad split {split!r} for {name!r}: {e}") from None
   has_labels = "label" in builder.info.features
+  if has_labels:
+    label = builder.info.features["label"]
+    class_names = tuple(getattr(label, "names", None) or map(str, range(label.num_classes)))
+  else:
+    class_names = ()
   try:
     num_examples = builder.info.splits[split].num_examples
   except (KeyError, ValueError):
@@ -186,7 +193,7 @@ def _load_tfds(name: str, split: str, data_dir: Optional[str], crop_to_bbox: boo
             "id": tf.strings.join([name, split, tf.strings.as_string(index)], "/")}
 
   ds = ds.enumerate().map(standardise, num_parallel_calls=tf.data.AUTOTUNE)
-  return ds, num_examples, has_labels
+  return ds, num_examples, class_names
 
 
 def _get(example, path: str):
@@ -248,7 +255,7 @@ def list_image_folder(root: str):
   return tuple(paths), tuple(labels), tuple(class_names), skipped
 
 
-def _decode_file(contents: tf.Tensor) -> tf.Tensor:
+def decode_file(contents: tf.Tensor) -> tf.Tensor:
   """Image file bytes → uint8 [H, W, 3] (GIFs: the first frame; 16-bit scaled to 8, palettes,
   CMYK and grey to RGB, alpha dropped)."""
   return tf.io.decode_image(contents, channels=3, expand_animations=False)
@@ -257,7 +264,7 @@ def _decode_file(contents: tf.Tensor) -> tf.Tensor:
 def _decode_problem(path: str) -> Optional[str]:
   """Why `path` does not decode, or None when it does."""
   try:
-    _decode_file(tf.io.read_file(path))
+    decode_file(tf.io.read_file(path))
   except tf.errors.OpError as e:
     # eager errors wrap TensorFlow's message in the op's name and device
     return re.sub(r"^\{\{.*?\}\}\s*|\s*\[Op:.*$", "", e.message.strip()) or type(e).__name__
@@ -273,10 +280,10 @@ def _load_folder(root: Optional[str]):
        "id": [os.path.relpath(p, root) for p in paths]})
 
   def decode(example):
-    return {"image": _decode_file(tf.io.read_file(example["path"])), "label": example["label"],
+    return {"image": decode_file(tf.io.read_file(example["path"])), "label": example["label"],
             "id": example["id"]}
 
-  return ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE), len(paths), bool(class_names), skipped
+  return ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE), len(paths), class_names, skipped
 
 
 def to_float(example):

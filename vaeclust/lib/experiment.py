@@ -29,7 +29,7 @@ DATA_FLAGS = ("dataset", "data_dir", "train_split", "eval_split", "image_size", 
 RESUMABLE_FLAGS = frozenset({
     "train_steps", "log_every", "checkpoint_every", "eval_every", "keep_checkpoints",
     "eval_batch_size", "mode", "model_dir", "strategy", "cpu_devices", "jit_compile",
-    "mixed_precision", "picture_codes", "eval_samples_per_code"})
+    "mixed_precision", "picture_codes", "eval_samples_per_code", "projector_examples"})
 
 
 def fail(message: str):
@@ -227,23 +227,29 @@ def load_run(method: str) -> dict:
   return stored
 
 
-def evaluate(probabilities_fn, num_clusters: int, step: int, strategy, writer,
+def evaluate(outputs_fn, num_clusters: int, step: int, strategy, writer,
              channels: int, over_clustering: int = 1, write_files: bool = True):
-  """Clusters --eval_split, logs scores to TensorBoard and (with write_files) writes
-  MODEL_DIR/eval/*; only the chief writes anything."""
+  """Clusters --eval_split with `outputs_fn(images) → {"probabilities", "embedding"}`, logs
+  scores to TensorBoard and (with write_files) writes MODEL_DIR/eval/*; only the chief writes
+  anything."""
   ds, info = load_split(train=False, channels=channels)
-  predictions = evaluation.predict(tf.function(probabilities_fn),
-                                   data.evaluation_batches(ds, FLAGS.eval_batch_size), num_clusters)
+  predictions = evaluation.predict(
+      tf.function(outputs_fn), data.evaluation_batches(ds, FLAGS.eval_batch_size), num_clusters,
+      projector_examples=FLAGS.projector_examples if write_files else 0)
   if not distribute.is_chief(strategy):
     return None
   eval_dir = os.path.join(FLAGS.model_dir, "eval")
   result = evaluation.summarize(predictions, num_clusters, step, over_clustering)
+  figures = evaluation.pictures(predictions, num_clusters, info.class_names, over_clustering)
   if write_files:
-    evaluation.write_outputs(eval_dir, predictions, result, info.skipped)
+    evaluation.write_outputs(eval_dir, predictions, result, info.skipped, figures,
+                             info.class_names)
   with writer.as_default(step=step):
     for name in ("acc", "nmi", "ari", "many_to_one_acc", "clusters_used"):
       if result.get(name) is not None:
         tf.summary.scalar(f"eval/{name}", result[name])
-    images_lib.summary_image("eval/images_per_cluster", evaluation.cluster_picture(predictions), step)
+    images_lib.summary_image("eval/images_per_cluster", figures.clusters, step)
+    if figures.confusion is not None:
+      images_lib.summary_image("eval/confusion", tf.io.decode_png(figures.confusion).numpy(), step)
   writer.flush()
   return result

@@ -19,6 +19,24 @@ def grid(images, pad: int = 1) -> np.ndarray:
   return out
 
 
+TITLE_HEIGHT = 14  # pixels of a line of PIL's default font
+
+
+def titled_rows(picture: np.ndarray, titles, row_height: int, pad: int = 1) -> np.ndarray:
+  """A grid picture (rows of `row_height` pixels between `pad`-pixel lines, as grid() makes) with a
+  margin at its left holding each row's title."""
+  from PIL import Image, ImageDraw, ImageFont  # pylint: disable=g-import-not-at-top
+  font = ImageFont.load_default()
+  width = max([int(font.getlength(t)) for t in titles] + [0]) + 6
+  margin = Image.new("L", (width, picture.shape[0]), 40)
+  draw = ImageDraw.Draw(margin)
+  for row, title in enumerate(titles):
+    top = pad + row * (row_height + pad) + max(0, (row_height - TITLE_HEIGHT) // 2)
+    draw.text((3, top), title, fill=255, font=font)
+  margin = np.repeat(np.asarray(margin)[..., None], picture.shape[-1], axis=-1)
+  return np.concatenate([margin, picture], axis=1)
+
+
 def write_png(path: str, picture: np.ndarray):
   files.write_atomically(path, tf.io.encode_png(picture).numpy(), mode="wb")
 

@@ -12,15 +12,27 @@ from scipy import optimize
 from sklearn import metrics as sk_metrics
 
 
-def contingency(labels: np.ndarray, clusters: np.ndarray) -> np.ndarray:
-  """counts[class, cluster] over examples with a known label (label >= 0)."""
+def contingency(labels: np.ndarray, clusters: np.ndarray, num_classes: int = 0,
+                num_clusters: int = 0) -> np.ndarray:
+  """counts[class, cluster] over examples with a known label (label >= 0); at least
+  num_classes × num_clusters (empty rows and columns included)."""
   labels, clusters = np.asarray(labels), np.asarray(clusters)
   known = labels >= 0
   labels, clusters = labels[known], clusters[known]
-  counts = np.zeros((labels.max() + 1 if labels.size else 0, clusters.max() + 1 if clusters.size else 0),
-                    np.int64)
+  counts = np.zeros((max(num_classes, labels.max() + 1 if labels.size else 0),
+                     max(num_clusters, clusters.max() + 1 if clusters.size else 0)), np.int64)
   np.add.at(counts, (labels, clusters), 1)
   return counts
+
+
+def matched_classes(counts: np.ndarray, over: int = 1) -> np.ndarray:
+  """The class Hungarian matching gives each cluster (each class at most `over` clusters; −1 for
+  a cluster left without one) from counts[class, cluster]."""
+  rows = np.repeat(counts, over, axis=0)
+  matched_rows, matched_cols = optimize.linear_sum_assignment(rows, maximize=True)
+  matched = np.full(counts.shape[1], -1, np.int64)
+  matched[matched_cols] = matched_rows // over
+  return matched
 
 
 def hungarian_accuracy(labels: np.ndarray, clusters: np.ndarray, over: int = 1) -> float:
@@ -28,9 +40,9 @@ def hungarian_accuracy(labels: np.ndarray, clusters: np.ndarray, over: int = 1) 
   counts = contingency(labels, clusters)
   if counts.sum() == 0:
     return float("nan")
-  rows = np.repeat(counts, over, axis=0)
-  matched_rows, matched_cols = optimize.linear_sum_assignment(rows, maximize=True)
-  return float(rows[matched_rows, matched_cols].sum() / counts.sum())
+  matched = matched_classes(counts, over)
+  columns = np.flatnonzero(matched >= 0)
+  return float(counts[matched[columns], columns].sum() / counts.sum())
 
 
 def many_to_one_accuracy(labels: np.ndarray, clusters: np.ndarray) -> float:
