@@ -10,6 +10,8 @@ setuptools.setup(
     install_requires=[
         "tensorflow>=2.21,<2.22",
         "tensorflow-probability>=0.25,<0.26",
+        # Not imported by vaeclust: TensorFlow Probability imports tf_keras whenever Keras 3 is
+        # installed (tensorflow_probability/python/internal/tf_keras.py).
         "tf-keras>=2.21,<2.22",
         "tensorflow-datasets==4.9.10",
         "tensorboard",

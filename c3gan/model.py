@@ -109,10 +109,12 @@ class C3GAN(keras.Model):
     return losses.cosine_logits(embeddings, self.centroids(), self.config.temperature)
 
   def call(self, images, training=False):
-    """images float [B, H, W, C] in [0, 1] → cluster logits/probabilities over the codes and h(x)."""
-    _, embedding = self.discriminator(images * 2.0 - 1.0, training=training)
+    """images float [B, H, W, C] in [0, 1] → cluster logits/probabilities over the codes, h(x)
+    and `fit`: D's real/fake logit (higher: more like the training images)."""
+    logit, embedding = self.discriminator(images * 2.0 - 1.0, training=training)
     logits = self.cluster_logits(embedding)
-    return {"logits": logits, "probabilities": tf.nn.softmax(logits), "embedding": embedding}
+    return {"logits": logits, "probabilities": tf.nn.softmax(logits), "embedding": embedding,
+            "fit": tf.cast(logit, tf.float32)}
 
   # ----- generation ------------------------------------------------------------------------------
 

@@ -9,6 +9,7 @@ an existing version is never overwritten.
 """
 import datetime
 import importlib
+import math
 import os
 import shutil
 
@@ -70,6 +71,18 @@ def training_step(checkpoint: str) -> int:
   return int(checkpoint.rsplit("-", 1)[1])
 
 
+def fit_threshold(model_dir: str, step: int) -> float:
+  """The outlier threshold of `fit` that the evaluation of this step suggested (eval/metrics.json);
+  NaN when the newest evaluation is of another step or there is none."""
+  path = os.path.join(model_dir, "eval", "metrics.json")
+  if not tf.io.gfile.exists(path):
+    return float("nan")
+  metrics = files.read_json(path)
+  if metrics.get("step") != step or metrics.get("fit_threshold") is None:
+    return float("nan")
+  return float(metrics["fit_threshold"])
+
+
 def versions(model_base: str) -> list:
   """Integer version directories under BASE/NAME, ascending (what TF Serving considers)."""
   if not os.path.isdir(model_base):
@@ -95,6 +108,7 @@ def export(model_dir: str, export_base: str, model_name: str, version: int = Non
               "image_size": config["image_size"],
               "channels": config["channels"], "step": step, "version": version,
               "checkpoint": os.path.basename(checkpoint),
+              "fit_threshold": fit_threshold(model_dir, step),
               "exported_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
   module = signatures.ServingModule(model, config["image_size"], config["channels"], metadata)
 
@@ -103,7 +117,9 @@ def export(model_dir: str, export_base: str, model_name: str, version: int = Non
   try:
     tf.saved_model.save(module, temporary, signatures=module.signatures())
     warmup.write(temporary, warmup.requests(model_name, config["image_size"], config["channels"]))
-    files.write_json(os.path.join(temporary, METADATA_FILE), metadata)
+    files.write_json(os.path.join(temporary, METADATA_FILE),  # JSON has no NaN: null
+                     {k: None if isinstance(v, float) and math.isnan(v) else v
+                      for k, v in metadata.items()})
     try:
       os.rename(temporary, target)
     except OSError as e:  # another export took this version meanwhile

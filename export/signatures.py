@@ -39,7 +39,8 @@ class ServingModule(tf.Module):
     probabilities = tf.cast(outputs["probabilities"], tf.float32)
     return {"cluster": tf.argmax(probabilities, axis=-1, output_type=tf.int64),
             "probabilities": probabilities,
-            "embedding": tf.cast(outputs["embedding"], tf.float32)}
+            "embedding": tf.cast(outputs["embedding"], tf.float32),
+            "fit": tf.cast(outputs["fit"], tf.float32)}
 
   @tf.function(input_signature=[tf.TensorSpec([None, None, None, None], tf.uint8, name=IMAGES)])
   def predict_images(self, images):
@@ -56,8 +57,9 @@ class ServingModule(tf.Module):
 
   @tf.function(input_signature=[])
   def metadata(self):
-    return {key: tf.constant(value, tf.int64 if isinstance(value, int) else tf.string)
-            for key, value in self.metadata_values.items()}
+    def dtype(value):
+      return {int: tf.int64, float: tf.float32}.get(type(value), tf.string)
+    return {key: tf.constant(value, dtype(value)) for key, value in self.metadata_values.items()}
 
   def signatures(self) -> dict:
     return {DEFAULT: self.predict_images, ENCODED: self.predict_encoded, METADATA: self.metadata}

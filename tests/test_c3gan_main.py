@@ -36,7 +36,7 @@ def test_train_eval_and_resume(tmp_path):
   assert metrics["step"] == 20 and 0 < metrics["acc"] <= metrics["many_to_one_acc"] <= 1
   with open(os.path.join(model_dir, "eval", "assignments.csv")) as f:
     rows = list(csv.DictReader(f))
-  assert len(rows) == 1797 and set(rows[0]) == {"id", "cluster", "confidence"}
+  assert len(rows) == 1797 and set(rows[0]) == {"id", "cluster", "confidence", "fit"}
   assert all(0 <= int(r["cluster"]) < 20 and 0 < float(r["confidence"]) <= 1 for r in rows)
   with open(os.path.join(model_dir, "eval", "projector", "metadata.tsv")) as f:
     assert len(f.readlines()) == 1797 + 1  # every evaluated image, after the header

@@ -40,7 +40,7 @@ def test_train_and_eval_writes_the_evaluation_contract(tmp_path):
   assert metrics["nmi"] > 0.5 and metrics["acc"] > 0.5  # chance is ~0.1
   with open(os.path.join(model_dir, "eval", "assignments.csv")) as f:
     rows = list(csv.DictReader(f))
-  assert len(rows) == 1797 and set(rows[0]) == {"id", "cluster", "confidence"}
+  assert len(rows) == 1797 and set(rows[0]) == {"id", "cluster", "confidence", "fit"}
   assert all(0 <= int(r["cluster"]) < 10 and 0 < float(r["confidence"]) <= 1 for r in rows)
   with open(os.path.join(model_dir, "eval", "projector", "metadata.tsv")) as f:
     assert len(f.readlines()) == 1797 + 1  # every evaluated image, after the header

@@ -103,11 +103,28 @@ class VariationalClustering(keras.Model):
   # ----- inference -------------------------------------------------------------------------------
 
   def call(self, images, training=False):
-    """images float [B, H, W, C] in [0, 1] → cluster logits/probabilities and the code m(x)."""
+    """images float [B, H, W, C] in [0, 1] → cluster logits/probabilities, the code m(x) and
+    `fit`, how well the model explains each image (see `fit`)."""
     features = self.encoder(images, training=training)
     logits = self.cluster_posterior_logits(features)
     return {"logits": logits, "probabilities": tf.nn.softmax(logits),
-            "embedding": tf.cast(self.code_mean(features), tf.float32)}
+            "embedding": tf.cast(self.code_mean(features), tf.float32),
+            "fit": self.fit(images, features, logits)}
+
+  def fit(self, images, features, logits):
+    """The ELBO per pixel value (nats, higher is better) at the posterior mean: −(−log p(x|z̄) +
+    E_q(c|x) KL(q(z|x,c) ‖ p(z|c)) + KL(q(c|x) ‖ p(c))) / pixels with z̄ the mean of q(z|x,c) for
+    c = q(c|x). Images unlike the training data reconstruct badly and fall in no component: low."""
+    probs = tf.nn.softmax(logits)
+    mean, _ = self.posterior(features, probs)
+    # under a mixed-precision policy Keras hands call() 16-bit images; the terms are float32
+    reconstruction = self.reconstruction_nll(self.decoder(mean), tf.cast(images, tf.float32))
+    means_k, scales_k = self.posterior_every_cluster(features)
+    kl_z = losses.expected_gaussian_kl(probs, means_k, scales_k, self.prior.means,
+                                       self.prior.scale_tril)
+    kl_c = losses.categorical_kl(logits, self.prior.logits[None])
+    pixels = float(self.config.image_size ** 2 * self.config.channels)
+    return -(reconstruction + kl_z + kl_c) / pixels
 
   def cluster_posterior_logits(self, features):
     """Logits of q(c|x) from encoder features (see Config.cluster_posterior)."""

@@ -5,8 +5,10 @@
 Folders are searched recursively for PNG/JPEG/BMP/GIF files. Images are decoded, converted and
 resized exactly as in training and in the exported SavedModel, then clustered in batches (any
 number of files fits in memory) with the newest checkpoint of --model_dir. The CSV has the
-columns file, cluster, confidence (the largest probability), then p_0 … p_{K-1}; it is written
-aside and renamed into place when complete. Files that do not decode are named on standard error
+columns file, cluster, confidence (the largest probability), fit (how well the model explains the
+image: VC's ELBO per pixel, C3-GAN's real/fake logit), outlier (1 when fit is below the threshold
+the run's evaluation suggested, empty when there is none), then p_0 … p_{K-1}; it is written aside
+and renamed into place when complete. Files that do not decode are named on standard error
 and left out, and the exit status is then 1.
 """
 import concurrent.futures
@@ -25,6 +27,7 @@ from export import saved_model
 from vaeclust.lib import data
 
 FLAGS = flags.FLAGS
+HEADER = ["file", "cluster", "confidence", "fit", "outlier"]
 
 
 def define_flags():
@@ -59,8 +62,9 @@ class Clusterer:
     self.run, self.model, self.step, self.checkpoint = saved_model.load_trained(model_dir)
     self.image_size = self.run["model"]["image_size"]
     self.channels = self.run["model"]["channels"]
-    self._probabilities = tf.function(
-        lambda images: self.model(tf.cast(images, tf.float32) / 255.0)["probabilities"],
+    self.fit_threshold = saved_model.fit_threshold(model_dir, self.step)
+    self._outputs = tf.function(
+        lambda images: self.model(tf.cast(images, tf.float32) / 255.0),
         input_signature=[tf.TensorSpec([None, self.image_size, self.image_size, self.channels],
                                        tf.uint8)])
 
@@ -69,8 +73,11 @@ class Clusterer:
     image = data.decode_file(tf.io.read_file(path))
     return data.resize_uint8(data.convert_channels(image, self.channels), self.image_size).numpy()
 
-  def probabilities(self, images: np.ndarray) -> np.ndarray:
-    return tf.cast(self._probabilities(images), tf.float32).numpy()
+  def outputs(self, images: np.ndarray):
+    """(probabilities [B, K], fit [B]) of uint8 images [B, S, S, C]."""
+    outputs = self._outputs(images)
+    return (tf.cast(outputs["probabilities"], tf.float32).numpy(),
+            tf.cast(outputs["fit"], tf.float32).numpy())
 
 
 def _try_load(clusterer: Clusterer, path: str):
@@ -98,16 +105,17 @@ def predict(clusterer: Clusterer, files, output: str, batch_size: int = 256):
         readable = [(n, image) for n, (image, _) in zip(names, loaded) if image is not None]
         if not readable:
           continue
-        probabilities = clusterer.probabilities(np.stack([image for _, image in readable]))
+        probabilities, fits = clusterer.outputs(np.stack([image for _, image in readable]))
         if num_clusters is None:
           num_clusters = probabilities.shape[1]
-          writer.writerow(["file", "cluster", "confidence"]
-                          + [f"p_{k}" for k in range(num_clusters)])
-        for (name, _), p in zip(readable, probabilities):
-          writer.writerow([name, int(p.argmax()), f"{p.max():.6f}"] + [f"{v:.6f}" for v in p])
+          writer.writerow(HEADER + [f"p_{k}" for k in range(num_clusters)])
+        for (name, _), p, fit in zip(readable, probabilities, fits):
+          outlier = "" if np.isnan(clusterer.fit_threshold) else int(fit < clusterer.fit_threshold)
+          writer.writerow([name, int(p.argmax()), f"{p.max():.6f}", f"{fit:.6f}", outlier]
+                          + [f"{v:.6f}" for v in p])
         logging.info("Clustered %d of %d files.", min(start + batch_size, len(files)), len(files))
       if num_clusters is None:  # nothing readable: a header only
-        writer.writerow(["file", "cluster", "confidence"])
+        writer.writerow(HEADER)
     tf.io.gfile.rename(temporary, output, overwrite=True)
   finally:
     if tf.io.gfile.exists(temporary):

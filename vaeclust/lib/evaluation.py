@@ -1,7 +1,7 @@
 """Clustering a dataset with a trained model and writing the evaluation contract.
 
 MODEL_DIR/eval/metrics.json   {"acc", "nmi", "ari", "num_examples", "num_clusters", "step", ...}
-MODEL_DIR/eval/assignments.csv one row per image: id, cluster, confidence
+MODEL_DIR/eval/assignments.csv one row per image: id, cluster, confidence, fit
 MODEL_DIR/eval/skipped.csv     one row per image file that could not be read: file, reason
 MODEL_DIR/eval/clusters.png    the most confident images of each cluster, one row per cluster,
                                labelled with its id, size and matched class
@@ -42,6 +42,7 @@ class Predictions:
   example_counts: np.ndarray  # [K] how many of `examples` are filled
   embeddings: np.ndarray = None  # [n, D] float32 of the first n images (n ≤ projector_examples)
   thumbnails: np.ndarray = None  # [n, t, t, C] uint8 of the same images, for the projector's sprite
+  fits: np.ndarray = None  # [N] how well the model explains each image (higher: better)
 
 
 def thumbnail_size(image_size: int, count: int) -> int:
@@ -54,7 +55,7 @@ def predict(outputs_fn: Callable, batches: tf.data.Dataset, num_clusters: int,
             per_cluster: int = 10, projector_examples: int = 0) -> Predictions:
   """Runs `outputs_fn(float images) → {"probabilities": [B, K], "embedding": [B, D]}` over every
   batch exactly once; keeps the embeddings and thumbnails of the first `projector_examples`."""
-  ids, labels, clusters, confidences, embeddings, thumbnails = [], [], [], [], [], []
+  ids, labels, clusters, confidences, embeddings, thumbnails, fits = [], [], [], [], [], [], []
   examples, best = None, np.full((num_clusters, per_cluster), -np.inf)
   kept = 0
   for batch in batches:
@@ -65,6 +66,8 @@ def predict(outputs_fn: Callable, batches: tf.data.Dataset, num_clusters: int,
     labels.append(batch["label"].numpy())
     clusters.append(cluster)
     confidences.append(confidence)
+    if "fit" in outputs:
+      fits.append(np.asarray(outputs["fit"], np.float32))
     pictures = np.round(batch["image"].numpy() * 255).astype(np.uint8)
     if kept < projector_examples:
       take = min(projector_examples - kept, len(probs))
@@ -85,7 +88,8 @@ def predict(outputs_fn: Callable, batches: tf.data.Dataset, num_clusters: int,
   return Predictions(np.concatenate(ids), np.concatenate(labels), np.concatenate(clusters),
                      np.concatenate(confidences), examples, np.isfinite(best).sum(axis=1),
                      np.concatenate(embeddings) if embeddings else None,
-                     np.concatenate(thumbnails) if thumbnails else None)
+                     np.concatenate(thumbnails) if thumbnails else None,
+                     np.concatenate(fits) if fits else None)
 
 
 def summarize(predictions: Predictions, num_clusters: int, step: int,
@@ -96,6 +100,8 @@ def summarize(predictions: Predictions, num_clusters: int, step: int,
                               over=over_clustering)
   result = dict(scores, num_examples=int(len(predictions.clusters)), num_clusters=num_clusters,
                 step=int(step), clusters_used=int(len(np.unique(predictions.clusters))))
+  if predictions.fits is not None:
+    result["fit_threshold"] = fit_threshold(predictions.fits)
   logging.info("Evaluation at step %d on %d images: %s", step, result["num_examples"],
                {k: v for k, v in result.items() if k in ("acc", "nmi", "ari", "clusters_used")})
   return result
@@ -131,6 +137,15 @@ def cluster_order(matched: np.ndarray, sizes: np.ndarray) -> np.ndarray:
   """Clusters by matched class (largest first within a class), unmatched ones last by size."""
   return np.array(sorted(range(len(matched)), key=lambda k: (matched[k] < 0, matched[k], -sizes[k], k)),
                   np.int64)
+
+
+FIT_PERCENTILE = 1.0
+
+
+def fit_threshold(fits: np.ndarray) -> float:
+  """The suggested outlier threshold: the FIT_PERCENTILE-th percentile of the evaluated images'
+  fits (an image that fits worse than 99% of them is flagged)."""
+  return float(np.percentile(fits, FIT_PERCENTILE))
 
 
 def write_outputs(eval_dir: str, predictions: Predictions, result: dict, skipped=(),
@@ -188,10 +203,11 @@ def write_projector(directory: str, predictions: Predictions, class_names=()):
 
 def _write_set(directory: str, predictions: Predictions, result: dict, skipped, figures: Pictures):
   files.write_json(os.path.join(directory, "metrics.json"), result)
-  _write_csv(os.path.join(directory, "assignments.csv"), ["id", "cluster", "confidence"],
-             ([example_id.decode(), int(cluster), f"{confidence:.6f}"]
-              for example_id, cluster, confidence in zip(predictions.ids, predictions.clusters,
-                                                         predictions.confidences)))
+  fits = predictions.fits if predictions.fits is not None else np.full(len(predictions.ids), np.nan)
+  _write_csv(os.path.join(directory, "assignments.csv"), ["id", "cluster", "confidence", "fit"],
+             ([example_id.decode(), int(cluster), f"{confidence:.6f}", f"{fit:.6f}"]
+              for example_id, cluster, confidence, fit in zip(predictions.ids, predictions.clusters,
+                                                              predictions.confidences, fits)))
   _write_csv(os.path.join(directory, "skipped.csv"), ["file", "reason"], skipped)
   images_lib.write_png(os.path.join(directory, "clusters.png"), figures.clusters)
   if figures.confusion is not None:
