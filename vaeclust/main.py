@@ -162,7 +162,7 @@ def embed(model, ds: tf.data.Dataset, view: int = 0) -> np.ndarray:
     if view:
       noise = noise_lib.BatchNoise(FLAGS.seed, batch_number, tf.shape(images)[0], stream=view)
       images = model.augment(images, noise)
-    return model(images)["embedding"]
+    return model.embed(images)
 
   batches = data.evaluation_batches(ds, FLAGS.eval_batch_size)
   return np.concatenate([infer(b["image"], tf.constant(i, tf.int64)).numpy()
@@ -181,7 +181,7 @@ def log_model_summaries(model, writer, step: int, channels: int):
       totals[name] = totals.get(name, 0.0) + float(value) * size
     count += size
   images = next(iter(data.evaluation_batches(ds, 16)))["image"]
-  codes = model(images)["embedding"]
+  codes = model.embed(images)
   pairs = tf.stack([images, model.decode_mean(codes)], axis=0)
   with writer.as_default(step=step):
     for name, total in totals.items():

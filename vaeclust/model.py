@@ -111,6 +111,10 @@ class VariationalClustering(keras.Model):
             "embedding": tf.cast(self.code_mean(features), tf.float32),
             "fit": self.fit(images, features, logits)}
 
+  def embed(self, images):
+    """The code m(x) alone (call's `embedding`, without the decoder pass that `fit` needs)."""
+    return tf.cast(self.code_mean(self.encoder(images)), tf.float32)
+
   def fit(self, images, features, logits):
     """The ELBO per pixel value (nats, higher is better) at the posterior mean: −(−log p(x|z̄) +
     E_q(c|x) KL(q(z|x,c) ‖ p(z|c)) + KL(q(c|x) ‖ p(c))) / pixels with z̄ the mean of q(z|x,c) for

@@ -124,13 +124,18 @@ def pictures(predictions: Predictions, num_clusters: int, class_names=(),
     return Pictures(cluster_picture(predictions, order, [f"#{k} n={sizes[k]}" for k in order]), None)
   counts = metrics_lib.contingency(predictions.labels, predictions.clusters,
                                    len(class_names), num_clusters)
-  names = [class_names[i] if i < len(class_names) else str(i) for i in range(counts.shape[0])]
+  names = [class_name(class_names, i) for i in range(counts.shape[0])]
   matched = metrics_lib.matched_classes(counts, over_clustering)
   order = cluster_order(matched, sizes)
   titles = [f"#{k} n={sizes[k]} class {names[matched[k]] if matched[k] >= 0 else '-'}"
             for k in order]
   return Pictures(cluster_picture(predictions, order, titles),
                   confusion_png(counts[:, order], names, [str(k) for k in order]))
+
+
+def class_name(class_names, label: int) -> str:
+  """The name of class `label` (its number where the data names no classes)."""
+  return class_names[label] if label < len(class_names) else str(label)
 
 
 def cluster_order(matched: np.ndarray, sizes: np.ndarray) -> np.ndarray:
@@ -175,13 +180,8 @@ def write_projector(directory: str, predictions: Predictions, class_names=()):
   files.write_atomically(os.path.join(sub, "embeddings.tsv"), "".join(
       "\t".join(f"{v:.6g}" for v in row) + "\n" for row in predictions.embeddings))
 
-  def class_name(label):
-    if label < 0:
-      return ""
-    return class_names[label] if label < len(class_names) else str(label)
-
   rows = [["id", "cluster", "confidence", "class"]] + [
-      [i.decode(), str(c), f"{p:.4f}", class_name(label)]
+      [i.decode(), str(c), f"{p:.4f}", class_name(class_names, label) if label >= 0 else ""]
       for i, c, p, label in zip(predictions.ids[:n], predictions.clusters[:n],
                                 predictions.confidences[:n], predictions.labels[:n])]
   files.write_atomically(os.path.join(sub, "metadata.tsv"), "".join(
