@@ -104,6 +104,9 @@ for _name in ("info_weight", "info_fg_weight", "generator_info_scale", "contrast
   flags.register_validator(_name, lambda v: v >= 0, message=f"--{_name} must be >= 0.")
 for _name in ("beta_1", "beta_2", "view_jitter_probability", "view_grayscale_probability"):
   flags.register_validator(_name, lambda v: 0 <= v <= 1, message=f"--{_name} must be in [0, 1].")
+flags.register_validator("num_clusters", lambda v: v != common_flags.AUTO,
+                         message="C3-GAN needs the number of classes: --num_clusters=K (auto is "
+                         "Variational Clustering's).")
 flags.register_validator("mask_area_range", lambda v: _is_range(v, 0, 1),
                          message="--mask_area_range must be low,high with 0 <= low <= high <= 1.")
 flags.register_validator("fg_scale", lambda v: _is_range(v) and float(v[0]) > 0,
@@ -132,7 +135,7 @@ def config_from_flags(info: data.DatasetInfo) -> c3gan_model.Config:
     return tuple(float(v) for v in values)
 
   return c3gan_model.Config(
-      image_size=info.image_size, channels=info.channels, num_clusters=FLAGS.num_clusters,
+      image_size=info.image_size, channels=info.channels, num_clusters=int(FLAGS.num_clusters),
       over_clustering=FLAGS.over_clustering, z_dim=FLAGS.z_dim, code_noise_dim=FLAGS.code_noise_dim,
       g_filters=tuple(int(f) for f in FLAGS.g_filters),
       d_filters=tuple(int(f) for f in FLAGS.d_filters), embedding_dim=FLAGS.embedding_dim,
@@ -191,7 +194,8 @@ def main(argv):
   config = model.config
   checkpoint = tf.train.Checkpoint(model=model, d_optimizer=model.d_optimizer,
                                    g_optimizer=model.g_optimizer)
-  trainer, eval_writer = experiment.resume(checkpoint, model.d_optimizer.iterations, strategy)
+  trainer = experiment.resume(checkpoint, model.d_optimizer.iterations, strategy)
+  eval_writer = experiment.summary_writer(strategy, "eval")
 
   def evaluate(step, write_files=True):
     result = experiment.evaluate(model, config.num_codes,

@@ -79,6 +79,7 @@ def test_train_eval_and_resume(tmp_path):
     ("--g_filters=16,8,8", "log2(image_size/4) + 1 --g_filters"),
     ("--temperature=0", "--temperature must be > 0"),
     ("--view_crop_scale=0.5,2", "--view_crop_scale must be low,high"),
+    ("--num_clusters=auto", "C3-GAN needs the number of classes: --num_clusters=K"),
 ])
 def test_bad_flags_fail_before_any_work(tmp_path, flag, message):
   result = run_main(*TINY, f"--model_dir={tmp_path}", "--train_steps=10", flag, check=False,

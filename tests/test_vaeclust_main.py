@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 import tensorflow as tf
 
@@ -130,6 +131,79 @@ def test_the_prior_checkpoint_does_not_overwrite_the_warm_ups_last(tmp_path):
   assert tf.train.latest_checkpoint(model_dir) == os.path.join(model_dir, "ckpt-prior-10")
 
 
+AUTO = [*TINY, "--num_clusters=auto", "--num_clusters_range=2,16", "--pretrain_steps=300",
+        "--train_steps=400", "--checkpoint_every=100", "--log_every=100", "--gmm_restarts=1"]
+
+
+def _chosen(model_dir):
+  with open(os.path.join(model_dir, "run.json")) as f:
+    run = json.load(f)
+  with open(os.path.join(model_dir, "eval", "metrics.json")) as f:
+    assert json.load(f)["num_clusters"] == run["model"]["num_clusters"]
+  assert run["num_clusters_choice"]["chosen"] == run["model"]["num_clusters"]
+  return run
+
+
+def test_auto_num_clusters_finds_the_classes_of_constructed_images(tmp_path):
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  templates = rng.random((4, 8, 8)) < 0.5
+  for k, template in enumerate(templates):
+    (tmp_path / "images" / f"class{k}").mkdir(parents=True)
+    for i in range(100):
+      pixels = np.clip(template * 200.0 + 30 + rng.normal(0, 15, (8, 8)), 0, 255).astype(np.uint8)
+      Image.fromarray(pixels).save(tmp_path / "images" / f"class{k}" / f"{i}.png")
+  model_dir = tmp_path / "run"
+  run_main(*AUTO, "--dataset=folder", f"--data_dir={tmp_path / 'images'}", "--channels=1",
+           f"--model_dir={model_dir}")
+  run = _chosen(model_dir)
+  assert run["model"]["num_clusters"] == 4
+  assert run["num_clusters_choice"]["candidates"] == list(range(2, 17))
+  with open(model_dir / "eval" / "metrics.json") as f:
+    assert json.load(f)["acc"] > 0.95
+  curve = {}
+  for path in glob.glob(str(model_dir / "train" / "events*")):
+    for event in tf.compat.v1.train.summary_iterator(path):
+      for value in event.summary.value:
+        if value.tag == "init/bic_by_num_clusters":
+          curve[event.step] = float(tf.make_ndarray(value.tensor))
+  assert sorted(curve) == list(range(2, 17)) and min(curve, key=curve.get) == 4
+  from vaeclust import predict  # pylint: disable=g-import-not-at-top
+  output = str(tmp_path / "clusters.csv")
+  files, _ = predict.image_files([str(tmp_path / "images")])
+  predict.predict(predict.Clusterer(str(model_dir)), files, output)
+  with open(output) as f:
+    rows = list(csv.DictReader(f))
+  assert len(rows) == 400 and [c for c in rows[0] if c.startswith("p_")] == ["p_0", "p_1", "p_2", "p_3"]
+
+
+def test_auto_num_clusters_on_digits_is_near_ten_and_resumes_to_the_uninterrupted_result(tmp_path):
+  reference = tmp_path / "reference"
+  run_main(*AUTO, f"--model_dir={reference}")
+  k = _chosen(reference)["model"]["num_clusters"]
+  assert 8 <= k <= 12
+  with open(reference / "eval" / "assignments.csv") as f:
+    assert {int(row["cluster"]) for row in csv.DictReader(f)} <= set(range(k))
+  # Killed after run.json took the chosen K but before the first checkpoint with it: the resumed
+  # run restores the warm-up's placeholder model and chooses again.
+  model_dir = tmp_path / "killed"
+  run_main(*AUTO, f"--model_dir={model_dir}", "--train_steps=300", "--mode=train")
+  for name in glob.glob(str(model_dir / "ckpt-prior-300*")):
+    os.remove(name)
+  tf.compat.v1.train.update_checkpoint_state(str(model_dir), str(model_dir / "ckpt-300"))
+  assert _chosen_k_in_run_json(model_dir) == k
+  run_main(*AUTO, f"--model_dir={model_dir}", "--train_steps=350", "--mode=train")
+  # and after it: from the chosen model's checkpoint
+  run_main(*AUTO, f"--model_dir={model_dir}")
+  for name in ("metrics.json", "assignments.csv"):
+    assert (model_dir / "eval" / name).read_text() == (reference / "eval" / name).read_text()
+
+
+def _chosen_k_in_run_json(model_dir):
+  with open(os.path.join(model_dir, "run.json")) as f:
+    return json.load(f)["model"]["num_clusters"]
+
+
 def _latest_step(model_dir):
   """Newest finished checkpoint (TF writes ckpt-N_temp/ first, then renames to ckpt-N.index)."""
   finished = (re.match(r"ckpt-(\d+)\.index$", name) for name in os.listdir(model_dir))
@@ -155,7 +229,10 @@ def test_initial_posterior_scale_prevents_the_collapse_after_the_gmm_initialisat
 
 
 @pytest.mark.parametrize("flag, message", [
-    ("--num_clusters=1", "--num_clusters must be at least 2"),
+    ("--num_clusters=1", "--num_clusters must be an integer of at least 2, or auto"),
+    ("--num_clusters=auto --pretrain_steps=0", "--num_clusters=auto chooses K on the warm-up's "
+     "codes: it needs --pretrain_steps > 0"),
+    ("--num_clusters=auto --num_clusters_range=5,3", "--num_clusters_range must be two integers"),
     ("--pretrain_steps=50", "--pretrain_steps must be between 0 and --train_steps"),
     ("--initial_posterior_scale=-1", "--initial_posterior_scale must be >= 0"),
     ("--conv_filters=a,b", "--conv_filters must be a comma-separated list"),

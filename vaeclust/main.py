@@ -11,6 +11,7 @@ import numpy as np
 import tensorflow as tf
 
 from vaeclust import model as vc_model
+from vaeclust import num_clusters as num_clusters_lib
 from vaeclust import prior_init
 from vaeclust.lib import common_flags
 from vaeclust.lib import data
@@ -24,6 +25,7 @@ METHOD = "variational_clustering"
 # The checkpoint saved once the prior is initialised, ckpt-prior-STEP (the warm-up's last is
 # ckpt-STEP).
 PRIOR_CHECKPOINT = "ckpt-prior"
+PRIOR_LOGITS_KEY = "model/prior/logits/.ATTRIBUTES/VARIABLE_VALUE"  # [K] in a checkpoint
 FLAGS = flags.FLAGS
 common_flags.define()
 flags.DEFINE_integer("latent_dim", 10, "Dimension of the continuous code z.")
@@ -63,6 +65,9 @@ flags.DEFINE_enum("gmm_selection", "augmentation", prior_init.CRITERIA,
                   "under augmentation), consensus (agrees most with the other restarts; for images "
                   "too small to augment), likelihood (highest), or coassociation (none: the prior "
                   "is fitted to the groups of images that the restarts put together most often).")
+flags.DEFINE_list("num_clusters_range", ["2", "30"], "With --num_clusters=auto: the smallest and "
+                  "largest K to choose from (by the BIC of Gaussian mixtures fitted to the warm-up "
+                  "codes).")
 flags.DEFINE_list("augment_scale", ["0.9", "1.1"], "Range of the random zoom of augmentations.")
 flags.DEFINE_float("augment_rotation", 10.0, "Largest random rotation of augmentations, degrees.")
 flags.DEFINE_float("augment_shift", 0.08, "Largest random shift of augmentations, image fraction.")
@@ -82,6 +87,14 @@ flags.register_validator("scale_floor", lambda v: v > 0, message="--scale_floor 
 flags.register_multi_flags_validator(
     ["temperature_start", "temperature_end"], lambda f: f["temperature_start"] >= f["temperature_end"],
     message="--temperature_start must be at least --temperature_end.")
+flags.register_validator(
+    "num_clusters_range", lambda v: len(v) == 2 and all(s.isdigit() for s in v)
+    and 2 <= int(v[0]) <= int(v[1]),
+    message="--num_clusters_range must be two integers low,high with 2 <= low <= high.")
+flags.register_multi_flags_validator(
+    ["num_clusters", "pretrain_steps", "mode"],
+    lambda f: f["num_clusters"] != common_flags.AUTO or f["pretrain_steps"] > 0 or f["mode"] == "eval",
+    message="--num_clusters=auto chooses K on the warm-up's codes: it needs --pretrain_steps > 0.")
 flags.register_multi_flags_validator(
     ["pretrain_steps", "train_steps"], lambda f: 0 <= f["pretrain_steps"] <= f["train_steps"],
     message="--pretrain_steps must be between 0 and --train_steps.")
@@ -92,7 +105,7 @@ def config_from_flags(info: data.DatasetInfo) -> vc_model.Config:
   if likelihood == "auto":
     likelihood = "bernoulli" if info.channels == 1 else "gaussian"
   return vc_model.Config(
-      image_size=info.image_size, channels=info.channels, num_clusters=FLAGS.num_clusters,
+      image_size=info.image_size, channels=info.channels, num_clusters=num_clusters_of_run(),
       latent_dim=FLAGS.latent_dim, conv_filters=tuple(int(f) for f in FLAGS.conv_filters),
       hidden_units=FLAGS.hidden_units, likelihood=likelihood, scale_floor=FLAGS.scale_floor,
       prior_covariance=FLAGS.prior_covariance,
@@ -105,20 +118,86 @@ def config_from_flags(info: data.DatasetInfo) -> vc_model.Config:
       augment_rotation=FLAGS.augment_rotation, augment_shift=FLAGS.augment_shift, seed=FLAGS.seed)
 
 
-def train(model, train_ds, trainer: training.Trainer, evaluate):
-  """Warm-up (optional), the GMM initialisation of the prior, then ELBO steps; all of them on one
-  stream of batches, which a resumed run continues where it stopped."""
-  config = model.config
-  trainer.run(model.pretrain_step, training_input(train_ds, trainer), config.pretrain_steps,
+def num_clusters_of_run() -> int:
+  """K of the model the flags describe. With --num_clusters=auto that is the K that run.json
+  records once the warm-up has chosen it, and the largest candidate before (a placeholder: the
+  warm-up trains no variable that depends on K)."""
+  if FLAGS.num_clusters != common_flags.AUTO:
+    return int(FLAGS.num_clusters)
+  stored = experiment.stored_run()
+  return stored["model"]["num_clusters"] if stored else int(FLAGS.num_clusters_range[1])
+
+
+def checkpoint_num_clusters(directory: str):
+  """K of the model in the newest checkpoint of `directory` (None without one): a run killed
+  after the warm-up chose K but before its first checkpoint with that K resumes with the
+  warm-up's placeholder and chooses again (the same K: the choice is seeded)."""
+  path = tf.train.latest_checkpoint(directory)
+  if not path:
+    return None
+  return tf.train.load_checkpoint(path).get_variable_to_shape_map()[PRIOR_LOGITS_KEY][0]
+
+
+def build(run: dict, strategy, restore: bool = True):
+  """The model run.json describes with its optimizer, and the Trainer that saves them (after
+  restoring the newest checkpoint, with `restore`)."""
+  with strategy.scope():
+    model = vc_model.from_run(run)
+    model.compile(optimizer=experiment.optimizer(keras.optimizers.Adam(FLAGS.learning_rate)))
+    model.optimizer.build(model.trainable_variables)
+  checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer)
+  trainer = experiment.resume(checkpoint, model.optimizer.iterations, strategy, restore=restore)
+  return model, trainer
+
+
+def train(model, run: dict, train_ds, trainer: training.Trainer, strategy, evaluate):
+  """Warm-up (optional), the choice of K (--num_clusters=auto), the GMM initialisation of the
+  prior, then ELBO steps; all of them on one stream of batches, which a resumed run continues
+  where it stopped. Returns the trained model and its Trainer (others than those given when K
+  was chosen)."""
+  trainer.run(model.pretrain_step, training_input(train_ds, trainer), model.config.pretrain_steps,
               phase="warmup")
   # a checkpoint with the prior initialised tells a resumed run that this is done
-  if config.pretrain_steps and not bool(model.prior_initialized.numpy()):
-    initialise_prior(model, train_ds.take(FLAGS.gmm_init_examples), trainer)
+  if model.config.pretrain_steps and not bool(model.prior_initialized.numpy()):
+    ds = train_ds.take(FLAGS.gmm_init_examples)
+    if FLAGS.num_clusters == common_flags.AUTO:
+      model, trainer = with_chosen_num_clusters(model, run, ds, trainer, strategy)
+    initialise_prior(model, ds, trainer)
     trainer.save_as(PRIOR_CHECKPOINT)
     if FLAGS.eval_every:
-      evaluate(trainer.step, write_files=False)
+      evaluate(model, trainer.step, write_files=False)
   trainer.run(model.train_step, training_input(train_ds, trainer), FLAGS.train_steps,
-              phase="train", on_log=experiment.every_eval_step(evaluate))
+              phase="train",
+              on_log=experiment.every_eval_step(lambda step, **kw: evaluate(model, step, **kw)))
+  return model, trainer
+
+
+def with_chosen_num_clusters(model, run: dict, ds: tf.data.Dataset, trainer: training.Trainer,
+                             strategy):
+  """Chooses K on the warm-up codes, records it in run.json and the train summaries, and returns
+  a model of K clusters holding the warm-up's weights (its optimizer starts afresh) with the
+  Trainer that saves it."""
+  low, high = (int(v) for v in FLAGS.num_clusters_range)
+  codes = embed(model, ds)
+  logging.info("Choosing K in %d…%d by the BIC of GMMs fitted to %d warm-up codes.", low, high,
+               len(codes))
+  choice = num_clusters_lib.choose(codes, range(low, high + 1), model.config.prior_covariance,
+                                   FLAGS.seed)
+  # every worker chooses on its own codes; the chief's choice holds for all of them
+  k = int(distribute.from_first_replica(strategy, [np.array(choice.num_clusters, np.int32)])[0])
+  logging.info("Chose K = %d (BIC %s).", k, ", ".join(
+      f"{c}: {b:.0f}" for c, b in zip(choice.candidates, choice.scores)))
+  with trainer.writer.as_default():
+    for candidate, score in zip(choice.candidates, choice.scores):
+      tf.summary.scalar("init/bic_by_num_clusters", score, step=candidate)
+    tf.summary.scalar("init/num_clusters", k, step=trainer.step)
+  run = dict(run, model=dict(run["model"], num_clusters=k), num_clusters_choice={
+      "criterion": "bic", "candidates": choice.candidates, "scores": choice.scores, "chosen": k})
+  experiment.rewrite_run(run, strategy)
+  chosen, chosen_trainer = build(run, strategy, restore=False)
+  vc_model.copy_cluster_free_weights(model, chosen)
+  chosen.optimizer.iterations.assign(trainer.step)
+  return chosen, chosen_trainer
 
 
 def training_input(train_ds, trainer: training.Trainer):
@@ -197,25 +276,22 @@ def main(argv):
   del argv
   strategy = experiment.start()
   run, train_ds = experiment.prepare_run(METHOD, __name__, config_from_flags, strategy)
-  with strategy.scope():
-    model = vc_model.from_run(run)
-    model.compile(optimizer=experiment.optimizer(keras.optimizers.Adam(FLAGS.learning_rate)))
-    model.optimizer.build(model.trainable_variables)
-  config = model.config
-  trainer, eval_writer = experiment.resume(
-      tf.train.Checkpoint(model=model, optimizer=model.optimizer), model.optimizer.iterations,
-      strategy)
+  if FLAGS.num_clusters == common_flags.AUTO or run.get("num_clusters_choice"):
+    k = checkpoint_num_clusters(FLAGS.model_dir)
+    run = dict(run, model=dict(run["model"], num_clusters=k or run["model"]["num_clusters"]))
+  model, trainer = build(run, strategy)
+  eval_writer = experiment.summary_writer(strategy, "eval")
 
-  def evaluate(step, write_files=True):
-    return experiment.evaluate(model, config.num_clusters,
-                               step, strategy, eval_writer, config.channels, write_files=write_files)
+  def evaluate(model, step, write_files=True):
+    return experiment.evaluate(model, model.config.num_clusters, step, strategy, eval_writer,
+                               model.config.channels, write_files=write_files)
 
   if FLAGS.mode != "eval":
-    train(model, train_ds, trainer, evaluate)
+    model, trainer = train(model, run, train_ds, trainer, strategy, evaluate)
   if FLAGS.mode != "train":
-    evaluate(trainer.step)
+    evaluate(model, trainer.step)
     if distribute.is_chief(strategy):
-      log_model_summaries(model, eval_writer, trainer.step, config.channels)
+      log_model_summaries(model, eval_writer, trainer.step, model.config.channels)
 
 
 if __name__ == "__main__":

@@ -300,3 +300,15 @@ def from_run(run: dict) -> VariationalClustering:
   return VariationalClustering(
       Config(**{k: tuple(v) if isinstance(v, list) else v for k, v in run["model"].items()}))
 
+
+
+def copy_cluster_free_weights(source: VariationalClustering, target: VariationalClustering):
+  """Copies every weight of `source` into `target` of the same shape: all that does not depend on
+  K (encoder, decoder, code heads; what the warm-up trained). The cluster heads and the prior of
+  a `target` with another number of clusters stay as built (the warm-up leaves them as built in
+  `source` too)."""
+  if len(source.weights) != len(target.weights):
+    raise ValueError("the two models differ in more than their number of clusters.")
+  for source_weight, target_weight in zip(source.weights, target.weights):
+    if tuple(source_weight.shape) == tuple(target_weight.shape):
+      target_weight.assign(source_weight)

@@ -5,6 +5,7 @@ from vaeclust.lib import data
 from vaeclust.lib import distribute
 
 MODES = ("train", "eval", "train_and_eval")
+AUTO = "auto"  # --num_clusters=auto
 
 
 def define():
@@ -20,7 +21,9 @@ def define():
   flags.DEFINE_integer("image_size", 28, "Images are resized to image_size × image_size.")
   flags.DEFINE_integer("channels", 0, "1 (grey) or 3 (colour); 0 keeps the dataset's own.")
   flags.DEFINE_boolean("crop_to_bbox", False, "Crop to the dataset's bounding box where it has one.")
-  flags.DEFINE_integer("num_clusters", 10, "Number of clusters K.")
+  flags.DEFINE_string("num_clusters", "10", "Number of clusters K (at least 2), or `auto`: "
+                     "Variational Clustering chooses K without labels after its warm-up, within "
+                     "--num_clusters_range.")
   flags.DEFINE_integer("batch_size", 128, "Global batch size (split evenly across replicas).")
   flags.DEFINE_integer("eval_batch_size", 256, "Batch size for evaluation.")
   flags.DEFINE_integer("projector_examples", 10_000, "Evaluated images whose embeddings, "
@@ -48,7 +51,9 @@ def define():
   flags.DEFINE_boolean("jit_compile", False, "Compile each training step with XLA.")
 
   flags.mark_flag_as_required("model_dir")
-  for name, low in (("num_clusters", 2), ("batch_size", 1), ("eval_batch_size", 1),
+  flags.register_validator("num_clusters", lambda v: v == AUTO or (v.isdigit() and int(v) >= 2),
+                           message="--num_clusters must be an integer of at least 2, or auto.")
+  for name, low in (("batch_size", 1), ("eval_batch_size", 1),
                     ("train_steps", 0), ("image_size", 8), ("log_every", 1),
                     ("checkpoint_every", 1), ("keep_checkpoints", 1), ("cpu_devices", 1)):
     flags.register_validator(name, lambda value, low=low: value is not None and value >= low,

@@ -109,6 +109,19 @@ def stored_flags(run: dict) -> dict:
   return run.get("flags", {"dataset": run["dataset"]})
 
 
+def stored_run():
+  """run.json of --model_dir, or None before the run has started."""
+  path = os.path.join(FLAGS.model_dir, RUN_FILE)
+  return files.read_json(path) if tf.io.gfile.exists(path) else None
+
+
+def rewrite_run(run: dict, strategy):
+  """Replaces run.json (the chief's, atomically) with `run`, e.g. once training has decided a
+  setting of the model that the flags leave open."""
+  if distribute.is_chief(strategy):
+    files.write_json(os.path.join(FLAGS.model_dir, RUN_FILE), run)
+
+
 def save_or_check_run(method: str, main_module: str, model_config, strategy):
   """Saves what the run is (method, precision, model config, flags) in model_dir/run.json, or
   checks that a resumed run continues it; returns what is stored there."""
@@ -192,18 +205,20 @@ def prepare_run(method: str, main_module: str, config_from_flags, strategy):
   return save_or_check_run(method, main_module, config_from_flags(info), strategy), train_ds
 
 
-def resume(checkpoint: tf.train.Checkpoint, step_counter: tf.Variable, strategy):
-  """Restores the newest checkpoint of --model_dir (one must exist for --mode=eval); returns the
-  Trainer that saves into it and the evaluation summary writer."""
-  restored = training.restore(checkpoint, FLAGS.model_dir)
-  if FLAGS.mode == "eval" and not restored:
-    fail(f"No checkpoint in {FLAGS.model_dir}; train first.")
+def resume(checkpoint: tf.train.Checkpoint, step_counter: tf.Variable, strategy,
+           restore: bool = True) -> training.Trainer:
+  """Restores the newest checkpoint of --model_dir (with `restore`; one must exist for
+  --mode=eval); returns the Trainer that saves into it."""
+  if restore:
+    restored = training.restore(checkpoint, FLAGS.model_dir)
+    if FLAGS.mode == "eval" and not restored:
+      fail(f"No checkpoint in {FLAGS.model_dir}; train first.")
   trainer = training.Trainer(strategy, step_counter, checkpoint,
                              distribute.writable_dir(FLAGS.model_dir, strategy),
                              summary_writer(strategy, "train"), FLAGS.batch_size, FLAGS.log_every,
                              FLAGS.checkpoint_every, FLAGS.keep_checkpoints,
                              jit_compile=FLAGS.jit_compile)
-  return trainer, summary_writer(strategy, "eval")
+  return trainer
 
 
 def every_eval_step(evaluate):
