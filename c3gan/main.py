@@ -42,6 +42,13 @@ flags.DEFINE_float("generator_info_scale", 1.0, "The generator's step weighs bot
 flags.DEFINE_boolean("d_batch_norm", True, "Batch norm in the discriminator's trunk, as in the "
                      "reference; without it D judges every image on its own, the same in training "
                      "and at inference.")
+flags.DEFINE_boolean("background", True, "Compose each fake from a code-free background, the "
+                     "code's foreground and a mask, as in the reference; without it the foreground "
+                     "generator draws the whole image (no mask, mask losses, masked InfoNCE or "
+                     "foreground warp): for images that are one object, such as digits.")
+flags.DEFINE_float("code_input_scale", 0.0, "> 0: the one-hot code times this is also concatenated "
+                   "to z at the foreground generator's input (InfoGAN/ClusterGAN style), so that "
+                   "the code rather than z decides what is drawn; 0 as in the reference.")
 flags.DEFINE_float("contrastive_weight", 1.0, "Weight of NT-Xent on real images (D).")
 flags.DEFINE_float("entropy_weight", 0.1, "Weight of the mean entropy of real images' cluster "
                    "posteriors (D; makes each confident).")
@@ -100,7 +107,7 @@ for _name in ("temperature", "contrastive_temperature", "d_learning_rate", "g_le
 for _name in ("info_weight", "info_fg_weight", "generator_info_scale", "contrastive_weight",
               "entropy_weight",
               "balance_weight", "adversarial_weight", "mask_area_weight", "mask_binary_weight",
-              "fg_rotation", "fg_shift", "view_rotation", "view_shift"):
+              "fg_rotation", "fg_shift", "view_rotation", "view_shift", "code_input_scale"):
   flags.register_validator(_name, lambda v: v >= 0, message=f"--{_name} must be >= 0.")
 for _name in ("beta_1", "beta_2", "view_jitter_probability", "view_grayscale_probability"):
   flags.register_validator(_name, lambda v: 0 <= v <= 1, message=f"--{_name} must be in [0, 1].")
@@ -150,7 +157,8 @@ def config_from_flags(info: data.DatasetInfo) -> c3gan_model.Config:
       view_crop_scale=floats(FLAGS.view_crop_scale), view_jitter=floats(FLAGS.view_jitter),
       view_jitter_probability=FLAGS.view_jitter_probability,
       view_grayscale_probability=FLAGS.view_grayscale_probability,
-      view_rotation=FLAGS.view_rotation, view_shift=FLAGS.view_shift, seed=FLAGS.seed)
+      view_rotation=FLAGS.view_rotation, view_shift=FLAGS.view_shift,
+      background=FLAGS.background, code_input_scale=FLAGS.code_input_scale, seed=FLAGS.seed)
 
 
 def log_pictures(model, writer, step: int):

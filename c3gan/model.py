@@ -58,6 +58,10 @@ class Config:
   view_grayscale_probability: float = 0.2
   view_rotation: float = 0.0  # degrees of a random rotation of the contrastive view (not in the
   view_shift: float = 0.0  # reference; for digits, whose crops and colours vary little)
+  # False: the image is the foreground generator's alone (no background, mask or warp; for images
+  # without a separate object on a scene, such as digits)
+  background: bool = True
+  code_input_scale: float = 0.0  # > 0: the code × this also joins z at G_fg's input
   seed: int = 0
 
   @property
@@ -72,9 +76,10 @@ class C3GAN(keras.Model):
     super().__init__(**kwargs)
     self.config = c = config
     self.background_generator = networks.background_generator(
-        c.z_dim, c.image_size, c.channels, c.g_filters)
+        c.z_dim, c.image_size, c.channels, c.g_filters) if c.background else None
     self.foreground_generator = networks.foreground_generator(
-        c.z_dim, c.num_codes, c.code_noise_dim, c.image_size, c.channels, c.g_filters)
+        c.z_dim, c.num_codes, c.code_noise_dim, c.image_size, c.channels, c.g_filters,
+        c.code_input_scale, with_mask=c.background)
     self.discriminator = networks.discriminator(c.image_size, c.channels, c.d_filters,
                                                 c.embedding_dim, c.d_batch_norm)
     # l_k = W[k] + b: one row of a learnable table per code, trained with D.
@@ -91,8 +96,8 @@ class C3GAN(keras.Model):
 
   @property
   def g_variables(self):
-    return (self.background_generator.trainable_variables
-            + self.foreground_generator.trainable_variables)
+    background = self.background_generator.trainable_variables if self.config.background else []
+    return background + self.foreground_generator.trainable_variables
 
   def set_optimizers(self, d_optimizer, g_optimizer):
     """Gives D (+ centroids) and G one optimizer each and creates their slots up front."""
@@ -144,11 +149,15 @@ class C3GAN(keras.Model):
 
   def generate(self, sample, training: bool):
     """Images in [-1, 1]: background, foreground and mask (warped by sample["transforms"] when
-    given), their composition bg·(1−m) + fg·m, and the masked composition m·x̂."""
+    given), their composition bg·(1−m) + fg·m, and the masked composition m·x̂. Without a
+    background the image is the foreground, unwarped, and there is no mask."""
     one_hot = tf.one_hot(sample["codes"], self.config.num_codes)
+    inputs = [sample["z"], one_hot, sample["code_noise"]]
+    if not self.config.background:
+      image = self.foreground_generator(inputs, training=training)
+      return {"foreground": image, "image": image}
     background = self.background_generator(sample["z"], training=training)
-    foreground, mask = self.foreground_generator([sample["z"], one_hot, sample["code_noise"]],
-                                                 training=training)
+    foreground, mask = self.foreground_generator(inputs, training=training)
     if sample.get("transforms") is not None:
       warped = augment.warp(tf.concat([foreground, mask], axis=-1), sample["transforms"])
       foreground, mask = warped[..., :-1], warped[..., -1:]
@@ -172,26 +181,29 @@ class C3GAN(keras.Model):
     """One update of D and the centroids on a replica's real [0, 1] images and as many fakes."""
     c = self.config
     sample = self.sample_latents(noise)
-    fake = self.generate(sample, training=True)
-    fake_images, masked = tf.stop_gradient(fake["image"]), tf.stop_gradient(fake["masked"])
+    fake = {name: tf.stop_gradient(x) for name, x in self.generate(sample, training=True).items()}
     real, view = self.views(images, noise)
     with tf.GradientTape() as tape:
       real_logit, real_embedding = self.discriminator(real, training=True)
       with self._real_image_statistics():
         _, view_embedding = self.discriminator(view, training=True)
-        fake_logit, fake_embedding = self.discriminator(fake_images, training=True)
-        _, masked_embedding = self.discriminator(masked, training=True)
+        fake_logit, fake_embedding = self.discriminator(fake["image"], training=True)
+        if c.background:
+          _, masked_embedding = self.discriminator(fake["masked"], training=True)
       centroids = self.centroids()
       real_logits = losses.cosine_logits(real_embedding, centroids, c.temperature)
       terms = {
           "d_hinge_real": losses.hinge_real(real_logit),
           "d_hinge_fake": losses.hinge_fake(fake_logit),
           "d_info": losses.info_nce(fake_embedding, centroids, sample["codes"], c.temperature),
-          "d_info_fg": losses.info_nce(masked_embedding, centroids, sample["codes"], c.temperature),
           "entropy": losses.entropy(real_logits),
       }
       per_example = (terms["d_hinge_real"] + terms["d_hinge_fake"] + c.info_weight * terms["d_info"]
-                     + c.info_fg_weight * terms["d_info_fg"] + c.entropy_weight * terms["entropy"])
+                     + c.entropy_weight * terms["entropy"])
+      if c.background:
+        terms["d_info_fg"] = losses.info_nce(masked_embedding, centroids, sample["codes"],
+                                             c.temperature)
+        per_example += c.info_fg_weight * terms["d_info_fg"]
       # negatives from the whole global batch, as on one replica
       both, offset = distribute.cross_replica_concat(
           tf.concat([real_embedding, view_embedding], axis=-1))
@@ -220,27 +232,31 @@ class C3GAN(keras.Model):
       fake = self.generate(sample, training=True)
       with self._real_image_statistics():
         fake_logit, fake_embedding = self.discriminator(fake["image"], training=True)
-        _, masked_embedding = self.discriminator(fake["masked"], training=True)
+        if c.background:
+          _, masked_embedding = self.discriminator(fake["masked"], training=True)
       centroids = self.centroids()
+      info_scale = c.generator_info_scale
       terms = {
           "g_adversarial": -fake_logit,
           "g_info": losses.info_nce(fake_embedding, centroids, sample["codes"], c.temperature),
-          "g_info_fg": losses.info_nce(masked_embedding, centroids, sample["codes"], c.temperature),
-          # on the warped mask, as composed (its zero padding counts as background)
-          "mask_area": losses.mask_area(fake["mask"], *c.mask_area_range),
-          "mask_binary": losses.mask_binarization(fake["mask"]),
       }
-      info_scale = c.generator_info_scale
       per_example = (c.adversarial_weight * terms["g_adversarial"]
-                     + info_scale * c.info_weight * terms["g_info"]
-                     + info_scale * c.info_fg_weight * terms["g_info_fg"]
-                     + c.mask_area_weight * terms["mask_area"]
-                     + c.mask_binary_weight * terms["mask_binary"])
+                     + info_scale * c.info_weight * terms["g_info"])
+      if c.background:
+        terms.update(
+            g_info_fg=losses.info_nce(masked_embedding, centroids, sample["codes"], c.temperature),
+            # on the warped mask, as composed (its zero padding counts as background)
+            mask_area=losses.mask_area(fake["mask"], *c.mask_area_range),
+            mask_binary=losses.mask_binarization(fake["mask"]))
+        per_example += (info_scale * c.info_fg_weight * terms["g_info_fg"]
+                        + c.mask_area_weight * terms["mask_area"]
+                        + c.mask_binary_weight * terms["mask_binary"])
       loss = tf.nn.compute_average_loss(per_example)
     distribute.apply_gradients(self.g_optimizer, tape, loss, self.g_variables)
     logs = {name: tf.reduce_mean(value) for name, value in terms.items()}
-    logs.update(g_loss=tf.reduce_mean(per_example),
-                mask_mean=tf.reduce_mean(fake["mask"]))
+    logs.update(g_loss=tf.reduce_mean(per_example))
+    if c.background:
+      logs.update(mask_mean=tf.reduce_mean(fake["mask"]))
     return logs
 
   @contextlib.contextmanager
@@ -265,7 +281,8 @@ class C3GAN(keras.Model):
   # ----- pictures --------------------------------------------------------------------------------
 
   def sample_grid(self, codes, columns: int):
-    """[len(codes), columns, H, W, C] pictures in [0, 1] (image, background, mask, foreground):
+    """[len(codes), columns, H, W, C] pictures in [0, 1] (image; with a background also it, the
+    mask and the foreground):
     one row per code, the same z (and zero code noise) down each column, no affine warp."""
     c = self.config
     rows = len(codes)
@@ -275,8 +292,10 @@ class C3GAN(keras.Model):
               "codes": tf.repeat(tf.constant(codes, tf.int32), columns),
               "code_noise": tf.zeros([rows * columns, c.code_noise_dim])}
     fake = self.generate(sample, training=False)
-    pictures = {"image": fake["image"], "background": fake["background"],
-                "foreground": fake["foreground"], "mask": fake["mask"] * 2.0 - 1.0}
+    pictures = {"image": fake["image"]}
+    if c.background:
+      pictures.update(background=fake["background"], foreground=fake["foreground"],
+                      mask=fake["mask"] * 2.0 - 1.0)
     return {name: tf.reshape((x + 1.0) / 2.0, [rows, columns] + x.shape[1:].as_list())
             for name, x in pictures.items()}
 

@@ -104,12 +104,17 @@ def background_generator(z_dim: int, image_size: int, channels: int, g_filters: 
 
 
 def foreground_generator(z_dim: int, num_codes: int, code_noise_dim: int, image_size: int,
-                         channels: int, g_filters: Sequence[int]):
-  """G_fg(z, c, cz) → (foreground image in [-1, 1], mask in [0, 1]).
+                         channels: int, g_filters: Sequence[int], code_input_scale: float = 0.0,
+                         with_mask: bool = True):
+  """G_fg(z, c, cz) → (foreground image in [-1, 1], mask in [0, 1]), or the image alone without
+  `with_mask`.
 
   The one-hot code c is embedded as a Gaussian (μ, log σ) sampled with the noise cz, tiled at 4×4
   and concatenated to the projected z. Before the foreground head c enters again as a per-image
   bias (the reference tiles c over the image and concatenates it, the same away from borders).
+  With `code_input_scale` > 0, c times it is also concatenated to z before the projection (as in
+  InfoGAN and ClusterGAN): the projection's batch norm then sees code and noise together, and a
+  large scale gives the code, not z, the say in what is drawn.
   """
   _check_widths(image_size, g_filters)
   z = keras.Input((z_dim,), name="z")
@@ -120,19 +125,24 @@ def foreground_generator(z_dim: int, num_codes: int, code_noise_dim: int, image_
   mean, log_scale = embedded[:, :code_noise_dim], embedded[:, code_noise_dim:]
   sampled = mean + ops.exp(log_scale) * code_noise
   tiled = keras.layers.UpSampling2D(4)(keras.layers.Reshape((1, 1, code_noise_dim))(sampled))
-  x = keras.layers.Concatenate()([_projected_noise(z, g_filters[0]), tiled])
+  projected = z
+  if code_input_scale:
+    projected = keras.layers.Concatenate()([z, keras.layers.Rescaling(code_input_scale)(code)])
+  x = keras.layers.Concatenate()([_projected_noise(projected, g_filters[0]), tiled])
   for filters in g_filters[1:]:
     x = up_block(x, filters)
   for _ in range(3):
     x = res_block(x)
-  mask = keras.layers.Conv2D(1, 3, padding="same", activation="sigmoid", dtype="float32",
-                             kernel_initializer=_orthogonal())(same_block(x, x.shape[-1]))
+  if with_mask:
+    mask = keras.layers.Conv2D(1, 3, padding="same", activation="sigmoid", dtype="float32",
+                               kernel_initializer=_orthogonal())(same_block(x, x.shape[-1]))
   code_bias = keras.layers.Dense(x.shape[-1], use_bias=False, kernel_initializer=_orthogonal())(code)
   y = same_block(AddPerImage()(x, code_bias), x.shape[-1])
   for _ in range(2):
     y = res_block(y)
-  y = same_block(y, y.shape[-1])
-  return keras.Model([z, code, code_noise], [_to_image(y, channels), mask], name="foreground_generator")
+  image = _to_image(same_block(y, y.shape[-1]), channels)
+  return keras.Model([z, code, code_noise], [image, mask] if with_mask else image,
+                     name="foreground_generator")
 
 
 def discriminator(image_size: int, channels: int, d_filters: Sequence[int], embedding_dim: int,

@@ -249,3 +249,37 @@ def test_code_samples_are_uint8_images_of_every_code():
   assert samples.std() > 0
   np.testing.assert_array_equal(samples, model.code_samples(4, seed=[0, 7]).numpy())  # keyed
   assert not np.array_equal(samples, model.code_samples(4, seed=[0, 8]).numpy())
+
+
+def test_without_background_the_foreground_generator_draws_the_whole_image():
+  model = _model(background=False, generator_info_scale=0.5)
+  assert model.background_generator is None
+  assert model.g_variables == model.foreground_generator.trainable_variables
+  fake = model.generate(model.sample_latents(model.step_noise(5)), training=True)
+  assert set(fake) == {"foreground", "image"} and fake["image"].shape == (5, 16, 16, 1)
+  logs = tf.function(lambda: model.g_step(model.step_noise(6)), autograph=False)()
+  logs = {name: float(value) for name, value in logs.items()}
+  assert set(logs) == {"g_adversarial", "g_info", "g_loss"}  # no mask, no masked InfoNCE
+  assert logs["g_loss"] == pytest.approx(logs["g_adversarial"] + 0.5 * 5.0 * logs["g_info"], rel=1e-5)
+  images = tf.random.uniform([6, 16, 16, 1], seed=2)
+  logs = tf.function(lambda x: model.d_step(x, model.step_noise(6)), autograph=False)(images)
+  assert "d_info_fg" not in logs
+  assert set(model.sample_grid([0, 1], columns=3)) == {"image"}
+
+
+def _code_share_of_variation(model):
+  """How much of the generated images' variance is between codes (same z) rather than within."""
+  codes, columns = model.config.num_codes, 8
+  z = tf.tile(tf.random.stateless_normal([1, columns, model.config.z_dim], seed=[1, 2]), [codes, 1, 1])
+  sample = {"z": tf.reshape(z, [codes * columns, -1]), "codes": tf.repeat(tf.range(codes), columns),
+            "code_noise": tf.zeros([codes * columns, model.config.code_noise_dim])}
+  images = model.generate(sample, training=True)["image"].numpy().reshape(codes, columns, -1)
+  between = images.mean(axis=1).var(axis=0).sum()  # of the codes' mean images
+  within = images.var(axis=1).mean(axis=0).sum()  # across z for one code
+  return between / (between + within)
+
+
+def test_the_code_at_the_generator_input_gives_the_code_the_say_over_z():
+  plain = _code_share_of_variation(_model(background=False))
+  scaled = _code_share_of_variation(_model(background=False, code_input_scale=8.0))
+  assert scaled > 2 * plain  # at initialisation: 0.24 against 0.09
