@@ -2,8 +2,8 @@
 
   python -m export.client --server=localhost:8500 --model_name=mnist a.png b.jpg ...
 
-prints `file,cluster,confidence` (confidence = the largest cluster probability). Files the model
-cannot read are named on standard error, the others clustered. The functions are also what tests
+prints `file,cluster,confidence,fit` (confidence = the largest cluster probability; fit as in
+assignments.csv). Files the model cannot read are named on standard error, the others clustered. The functions are also what tests
 and benchmarks use to talk to a server.
 """
 import csv
@@ -119,7 +119,7 @@ class Client:
 
 def cluster_files(client: Client, paths: Sequence[str], signature: str,
                   batch_size: int) -> Tuple[List[tuple], List[tuple]]:
-  """((path, cluster, confidence) rows, (path, message) of files the server cannot read), sending
+  """((path, cluster, confidence, fit) rows, (path, message) of files the server cannot read), sending
   encoded bytes to a one-string-input signature in batches; the input's name comes from the
   server's signature metadata. A batch refused as INVALID_ARGUMENT is sent again file by file, so
   one unreadable file does not cost the others their clusters."""
@@ -140,7 +140,8 @@ def cluster_files(client: Client, paths: Sequence[str], signature: str,
     outputs = client.predict({input_name: encoded}, signature).outputs
     clusters = tf.make_ndarray(outputs["cluster"])
     confidence = tf.make_ndarray(outputs["probabilities"]).max(axis=-1)
-    return list(zip(batch, clusters.tolist(), confidence.tolist()))
+    fit = tf.make_ndarray(outputs["fit"])
+    return list(zip(batch, clusters.tolist(), confidence.tolist(), fit.tolist()))
 
   rows, unreadable = [], []
 
@@ -164,8 +165,9 @@ def cluster_files(client: Client, paths: Sequence[str], signature: str,
 def to_csv(rows) -> str:
   out = io.StringIO()
   writer = csv.writer(out, lineterminator="\n")
-  writer.writerow(["file", "cluster", "confidence"])
-  writer.writerows((path, cluster, f"{confidence:.6f}") for path, cluster, confidence in rows)
+  writer.writerow(["file", "cluster", "confidence", "fit"])
+  writer.writerows((path, cluster, f"{confidence:.6f}", f"{fit:.6f}")
+                   for path, cluster, confidence, fit in rows)
   return out.getvalue()
 
 

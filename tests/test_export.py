@@ -86,6 +86,15 @@ def reference(model_dir, digits):
   return model(digits.astype(np.float32) / 255.0)["probabilities"].numpy()
 
 
+@pytest.fixture(scope="module")
+def reference_fit(model_dir, digits):
+  """The trained Keras model's fit of the same images."""
+  with open(os.path.join(model_dir, "run.json")) as f:
+    model = vc_model.from_run(json.load(f))
+  tf.train.Checkpoint(model=model).restore(tf.train.latest_checkpoint(model_dir)).expect_partial()
+  return model(digits.astype(np.float32) / 255.0)["fit"].numpy()
+
+
 @contextlib.contextmanager
 def running_server(base, log_path, *flags, root_certificates=None):
   """(Client, server process) for `python -m export.server` on a free port."""
@@ -181,7 +190,7 @@ def test_served_uint8_clusters_equal_the_in_process_model(server, digits, refere
 
 
 def test_client_command_clusters_png_files_like_the_in_process_model(server, digits, reference,
-                                                                       tmp_path):
+                                                                       reference_fit, tmp_path):
   client, *_ = server
   paths = []
   for i, image in enumerate(digits):
@@ -196,6 +205,7 @@ def test_client_command_clusters_png_files_like_the_in_process_model(server, dig
   np.testing.assert_array_equal([int(r["cluster"]) for r in rows], reference.argmax(axis=-1))
   np.testing.assert_allclose([float(r["confidence"]) for r in rows], reference.max(axis=-1),
                              atol=1e-5)
+  np.testing.assert_allclose([float(r["fit"]) for r in rows], reference_fit, atol=1e-4)
 
 
 def test_client_command_refuses_missing_files_before_sending(tmp_path):
