@@ -310,6 +310,15 @@ def test_resume_with_other_data_or_training_flags_is_refused_with_the_difference
   assert _latest_step(trained) == 20
 
 
+def test_a_run_that_stored_num_clusters_as_an_integer_resumes(trained, tmp_path):
+  model_dir = _copy(trained, tmp_path)
+  run = json.loads((model_dir / "run.json").read_text())
+  run["flags"]["num_clusters"] = 10  # as runs stored it before --num_clusters took auto
+  (model_dir / "run.json").write_text(json.dumps(run))
+  run_main(*TINY, f"--model_dir={model_dir}", "--train_steps=30", "--mode=train")
+  assert _latest_step(model_dir) == 30
+
+
 def test_resume_may_change_how_long_how_often_and_where_a_run_goes(trained, tmp_path):
   model_dir = _copy(trained, tmp_path)
   resumed = run_main(*TINY, f"--model_dir={model_dir}", "--train_steps=30", "--log_every=5",

@@ -155,8 +155,9 @@ def check_resumed_run(stored: dict, wanted: dict, compare_flags: bool = True):
     fail(f"{FLAGS.model_dir} holds a {stored['method']} model, not {wanted['method']}; "
          "use a new --model_dir.")
   before = stored_flags(stored)
+  # str(): a flag whose type changed keeps its value (--num_clusters was an integer, now "10")
   changed = {name: (before[name], value) for name, value in wanted["flags"].items()
-             if compare_flags and name in before and before[name] != value}
+             if compare_flags and name in before and str(before[name]) != str(value)}
   for name, value in wanted["model"].items():  # what the flags and the data made of the model
     if stored["model"].get(name) != value:
       changed.setdefault(name, (stored["model"].get(name), value))
