@@ -78,21 +78,24 @@ def digits():
 
 
 @pytest.fixture(scope="module")
-def reference(model_dir, digits):
-  """Cluster probabilities of the trained Keras model itself, restored in this process."""
+def reference_outputs(model_dir, digits):
+  """What the trained Keras model itself, restored in this process, makes of the digits."""
   with open(os.path.join(model_dir, "run.json")) as f:
     model = vc_model.from_run(json.load(f))
   tf.train.Checkpoint(model=model).restore(tf.train.latest_checkpoint(model_dir)).expect_partial()
-  return model(digits.astype(np.float32) / 255.0)["probabilities"].numpy()
+  return {name: value.numpy() for name, value in model(digits.astype(np.float32) / 255.0).items()}
 
 
 @pytest.fixture(scope="module")
-def reference_fit(model_dir, digits):
+def reference(reference_outputs):
+  """Cluster probabilities of the trained Keras model."""
+  return reference_outputs["probabilities"]
+
+
+@pytest.fixture(scope="module")
+def reference_fit(reference_outputs):
   """The trained Keras model's fit of the same images."""
-  with open(os.path.join(model_dir, "run.json")) as f:
-    model = vc_model.from_run(json.load(f))
-  tf.train.Checkpoint(model=model).restore(tf.train.latest_checkpoint(model_dir)).expect_partial()
-  return model(digits.astype(np.float32) / 255.0)["fit"].numpy()
+  return reference_outputs["fit"]
 
 
 @contextlib.contextmanager

@@ -116,8 +116,8 @@ def stored_run():
 
 
 def rewrite_run(run: dict, strategy):
-  """Replaces run.json (the chief's, atomically) with `run`, e.g. once training has decided a
-  setting of the model that the flags leave open."""
+  """Writes `run` as run.json (the chief, atomically): when a run starts, and again once training
+  has decided a setting of the model that the flags leave open."""
   if distribute.is_chief(strategy):
     files.write_json(os.path.join(FLAGS.model_dir, RUN_FILE), run)
 
@@ -125,19 +125,17 @@ def rewrite_run(run: dict, strategy):
 def save_or_check_run(method: str, main_module: str, model_config, strategy):
   """Saves what the run is (method, precision, model config, flags) in model_dir/run.json, or
   checks that a resumed run continues it; returns what is stored there."""
-  path = os.path.join(FLAGS.model_dir, RUN_FILE)
   wanted = json.loads(json.dumps(  # tuples → lists, as stored
       {"method": method, "dataset": FLAGS.dataset, "mixed_precision": FLAGS.mixed_precision,
        "model": dataclasses.asdict(model_config), "flags": run_flags(main_module)}))
-  if tf.io.gfile.exists(path):
-    stored = files.read_json(path)
+  stored = stored_run()
+  if stored is not None:
     # Only the chief compares flags (its refusal stops the cluster): the others may differ in
     # what does not reach the shared variables, and a non-chief finds the run.json the chief has
     # just written for this very run.
     check_resumed_run(stored, wanted, compare_flags=distribute.is_chief(strategy))
     return stored
-  if distribute.is_chief(strategy):
-    files.write_json(path, wanted)
+  rewrite_run(wanted, strategy)
   return wanted
 
 
@@ -234,10 +232,9 @@ def every_eval_step(evaluate):
 
 def load_run(method: str) -> dict:
   """run.json of an existing model_dir (for --mode=eval and exports)."""
-  path = os.path.join(FLAGS.model_dir, RUN_FILE)
-  if not tf.io.gfile.exists(path):
+  stored = stored_run()
+  if stored is None:
     fail(f"{FLAGS.model_dir} holds no trained model ({RUN_FILE} is missing); train first.")
-  stored = files.read_json(path)
   if stored["method"] != method:
     fail(f"{FLAGS.model_dir} holds a {stored['method']} model, not {method}.")
   return stored
