@@ -88,14 +88,16 @@ XLA_KERNEL_MISSING = re.compile(r"No registered '(\w+)' OpKernel for XLA_CPU_JIT
 # ----- child processes ---------------------------------------------------------------------------
 
 def model_config(name: str):
-  """Imports the method's main module (which defines its flags), parses configs/FILE.flags with
-  them, and returns that main's model Config."""
+  """Parses configs/FILE.flags with the method's flags (next to this benchmark's) and returns that
+  main's model Config."""
+  from vaeclust.lib import common_flags  # pylint: disable=g-import-not-at-top
   from vaeclust.lib import data  # pylint: disable=g-import-not-at-top
   kind, flag_file, overrides, _ = CONFIGS[name]
   if kind == "c3gan":
     from c3gan import main as method_main  # pylint: disable=g-import-not-at-top
   else:
     from vaeclust import main as method_main  # pylint: disable=g-import-not-at-top
+  common_flags.use(method_main.METHOD.flags)
   if name == "c3gan_cub":
     overrides += (f"--batch_size={FLAGS.cub_batch_size}",)
   # --model_dir is required by the mains' flags; nothing is written.

@@ -49,6 +49,15 @@ def balance_entropy(mean_probabilities):
   return tf.reduce_sum(p * tf.math.log(p))
 
 
+def mode_seeking(images, twins, noises, twin_noises):
+  """MSGAN's mode-seeking term for fakes and their twins (same code, other noise): 1 / (mean
+  |x − x'| / mean |n − n'| + 1e-5) per pair; low when other noise draws another image.
+  images, twins [B, H, W, C]; noises, twin_noises [B, N]."""
+  image_distance = tf.reduce_mean(tf.abs(images - twins), axis=[1, 2, 3])
+  noise_distance = tf.reduce_mean(tf.abs(noises - twin_noises), axis=-1)
+  return 1.0 / (image_distance / noise_distance + 1e-5)
+
+
 def hinge_real(logits):
   return tf.nn.relu(1.0 - logits)
 

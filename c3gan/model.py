@@ -19,54 +19,145 @@ from c3gan import losses
 from c3gan import networks
 from vaeclust.lib import augment
 from vaeclust.lib import distribute
+from vaeclust.lib import hparams
 from vaeclust.lib import noise as noise_lib
+
+
+def _positive(v):
+  return v > 0
+
+
+def _non_negative(v):
+  return v >= 0
+
+
+def _unit(v):
+  return 0 <= v <= 1
+
+
+def _widths(v):
+  return len(v) >= 1 and all(w > 0 for w in v)
+
+
+def _range(low=0.0, high=float("inf"), open_low=False):
+  return lambda v: len(v) == 2 and low <= v[0] <= v[1] <= high and (v[0] > low or not open_low)
+
+
+_field = hparams.field
 
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-  """Hyper-parameters of the model and its objective (one flag each in c3gan.main); defaults are
-  the reference's."""
+  """Hyper-parameters of the model and its objective, each with its flag (same name, in
+  c3gan.main); defaults are the reference's."""
   image_size: int
   channels: int
   num_clusters: int  # classes K; the model has num_clusters × over_clustering codes
-  over_clustering: int = 1
-  z_dim: int = 64
-  code_noise_dim: int = 8
-  g_filters: Tuple[int, ...] = (512, 256, 128, 64, 16, 16)  # 4×4, then one per ×2 step
-  d_filters: Tuple[int, ...] = (64, 128, 256, 512, 512)  # one per stride-2 conv
-  embedding_dim: int = 512
-  temperature: float = 0.1  # of the cosine cluster logits (InfoNCE and inference)
-  contrastive_temperature: float = 0.1
-  info_weight: float = 5.0
-  info_fg_weight: float = 1.0
-  d_batch_norm: bool = True  # reference: D normalises by batch statistics
-  generator_info_scale: float = 1.0  # G step's info weights = this × the D step's (reference: 1)
-  contrastive_weight: float = 1.0
-  entropy_weight: float = 0.1  # mean per-image entropy of real images' posteriors (confident)
-  balance_weight: float = 0.1  # −entropy of the batch-mean posterior (balanced)
-  adversarial_weight: float = 1.0
-  mask_area_weight: float = 1.0
-  mask_binary_weight: float = 1.0
-  mask_area_range: Tuple[float, float] = (0.1, 0.9)
-  fg_scale: Tuple[float, float] = (0.8, 1.5)  # random affine of foreground and mask
-  fg_rotation: float = 15.0  # degrees
-  fg_shift: float = 0.15  # fraction of the image size
-  flip: bool = True  # mirror real images and their contrastive view
-  view_crop_scale: Tuple[float, float] = (0.2, 1.0)
-  view_jitter: Tuple[float, float, float, float] = (0.4, 0.4, 0.4, 0.1)
-  view_jitter_probability: float = 0.8
-  view_grayscale_probability: float = 0.2
-  view_rotation: float = 0.0  # degrees of a random rotation of the contrastive view (not in the
-  view_shift: float = 0.0  # reference; for digits, whose crops and colours vary little)
-  # False: the image is the foreground generator's alone (no background, mask or warp; for images
-  # without a separate object on a scene, such as digits)
-  background: bool = True
-  code_input_scale: float = 0.0  # > 0: the code × this also joins z at G_fg's input
+  over_clustering: int = _field(
+      1, "Codes per class: the model has num_clusters × this many clusters; ACC then lets each "
+      "class take this many (reference: 2 on CUB, 3 else).", lambda v: v >= 1,
+      "--over_clustering must be at least 1.")
+  z_dim: int = _field(64, "Dimension of the noise z shared by both generators.", lambda v: v >= 1,
+                      "--z_dim must be at least 1.")
+  code_noise_dim: int = _field(8, "Dimension of the noise of the code embedding.", lambda v: v >= 1,
+                               "--code_noise_dim must be at least 1.")
+  g_filters: Tuple[int, ...] = _field(
+      (512, 256, 128, 64, 16, 16), "Generator widths: at 4×4, then after each ×2 up-block "
+      "(log2(image_size/4) of them).", _widths,
+      "--g_filters must be a comma-separated list of positive integers.")
+  d_filters: Tuple[int, ...] = _field(
+      (64, 128, 256, 512, 512), "Discriminator widths, one per stride-2 conv down to 4×4 "
+      "(log2(image_size/4) of them).", _widths,
+      "--d_filters must be a comma-separated list of positive integers.")
+  embedding_dim: int = _field(512, "Dimension of the discriminator's embedding h(x).",
+                              lambda v: v >= 1, "--embedding_dim must be at least 1.")
+  temperature: float = _field(0.1, "τ of the cosine cluster logits cos(h(x), l_k)/τ.", _positive,
+                              "--temperature must be > 0.")
+  contrastive_temperature: float = _field(0.1, "τ of NT-Xent between two views of real images.",
+                                          _positive, "--contrastive_temperature must be > 0.")
+  info_weight: float = _field(5.0, "Weight of InfoNCE between a fake's embedding and its code's "
+                              "centroid (D and G).", _non_negative, "--info_weight must be >= 0.")
+  info_fg_weight: float = _field(1.0, "Weight of the same InfoNCE on the masked fake m·x̂.",
+                                 _non_negative, "--info_fg_weight must be >= 0.")
+  d_batch_norm: bool = _field(True, "Batch norm in the discriminator's trunk, as in the "
+                              "reference; without it D judges every image on its own, the same in "
+                              "training and at inference.")
+  generator_info_scale: float = _field(
+      1.0, "The generator's step weighs both InfoNCE terms by this times --info_weight / "
+      "--info_fg_weight (1 as in the reference; below 1 when the codes' InfoNCE would drown the "
+      "adversarial signal).", _non_negative, "--generator_info_scale must be >= 0.")
+  contrastive_weight: float = _field(1.0, "Weight of NT-Xent on real images (D).", _non_negative,
+                                     "--contrastive_weight must be >= 0.")
+  entropy_weight: float = _field(0.1, "Weight of the mean entropy of real images' cluster "
+                                 "posteriors (D; makes each confident).", _non_negative,
+                                 "--entropy_weight must be >= 0.")
+  balance_weight: float = _field(0.1, "Weight of −entropy of the global-batch mean posterior of "
+                                 "real images (D; spreads them over the clusters).", _non_negative, "--balance_weight must be >= 0.")
+  adversarial_weight: float = _field(1.0, "Weight of the generator's hinge loss −D(x̂).",
+                                     _non_negative, "--adversarial_weight must be >= 0.")
+  mask_area_weight: float = _field(1.0, "Weight of keeping each mask's mean inside "
+                                   "--mask_area_range.", _non_negative,
+                                   "--mask_area_weight must be >= 0.")
+  mask_binary_weight: float = _field(1.0, "Weight of the masks' binary entropy (pushes to 0/1).",
+                                     _non_negative, "--mask_binary_weight must be >= 0.")
+  mask_area_range: Tuple[float, float] = _field(
+      (0.1, 0.9), "Allowed mean mask area low,high.", _range(0, 1),
+      "--mask_area_range must be low,high with 0 <= low <= high <= 1.")
+  fg_scale: Tuple[float, float] = _field(
+      (0.8, 1.5), "Range of the random zoom of foreground and mask.", _range(open_low=True),
+      "--fg_scale must be low,high with 0 < low <= high.")
+  fg_rotation: float = _field(15.0, "Largest random rotation of foreground and mask, degrees.",
+                              _non_negative, "--fg_rotation must be >= 0.")
+  fg_shift: float = _field(0.15, "Largest random shift of foreground and mask, image fraction.",
+                           _non_negative, "--fg_shift must be >= 0.")
+  flip: bool = _field(True, "Mirror real images and their contrastive view at random (off for "
+                      "digits, whose mirror images are other shapes).")
+  view_crop_scale: Tuple[float, float] = _field(
+      (0.2, 1.0), "Area range of the contrastive view's random crop.", _range(0, 1, open_low=True),
+      "--view_crop_scale must be low,high with 0 < low <= high <= 1.")
+  view_jitter: Tuple[float, float, float, float] = _field(
+      (0.4, 0.4, 0.4, 0.1), "Colour jitter of the contrastive view: brightness, contrast, "
+      "saturation, hue.", lambda v: len(v) == 4 and min(v) >= 0 and v[3] <= 0.5,
+      "--view_jitter must be four numbers >= 0: brightness, contrast, saturation, hue "
+      "(hue <= 0.5).")
+  view_jitter_probability: float = _field(0.8, "Probability of colour jitter per view.", _unit,
+                                          "--view_jitter_probability must be in [0, 1].")
+  view_grayscale_probability: float = _field(0.2, "Probability of a grey view (colour images).",
+                                             _unit, "--view_grayscale_probability must be in "
+                                             "[0, 1].")
+  view_rotation: float = _field(0.0, "Largest random rotation of the contrastive view, degrees "
+                                "(0 as in the reference; helps digits, whose crops and colours "
+                                "vary little).", _non_negative, "--view_rotation must be >= 0.")
+  view_shift: float = _field(0.0, "Largest random shift of the contrastive view, image fraction "
+                             "(0 as in the reference).", _non_negative,
+                             "--view_shift must be >= 0.")
+  background: bool = _field(True, "Compose each fake from a code-free background, the code's "
+                            "foreground and a mask, as in the reference; without it the foreground "
+                            "generator draws the whole image (no mask, mask losses, masked InfoNCE "
+                            "or foreground warp): for images that are one object, such as digits.")
+  code_input_scale: float = _field(
+      0.0, "> 0: the one-hot code times this is also concatenated to z at the foreground "
+      "generator's input (InfoGAN/ClusterGAN style), so that the code rather than z decides what "
+      "is drawn; 0 as in the reference.", _non_negative, "--code_input_scale must be >= 0.")
+  conditional_discriminator: bool = _field(
+      False, "Condition D's real/fake logit on the cluster (projection discriminator): a fake on "
+      "its code, a real image on its nearest centroid, so that each code must draw what its "
+      "cluster's real images look like (not in the reference).")
+  diversity_weight: float = _field(
+      0.0, "Weight of the mode-seeking term (MSGAN) of the generator: each fake gets a twin of "
+      "its code from other noise, and G is penalised by 1 / (their mean pixel distance / their "
+      "noises' mean distance), so that the noise, not only the code, changes what is drawn (not in the reference).",
+      _non_negative, "--diversity_weight must be >= 0.")
   seed: int = 0
 
   @property
   def num_codes(self) -> int:
     return self.num_clusters * self.over_clustering
+
+  @property
+  def num_outputs(self) -> int:
+    """How many cluster probabilities the model gives an image: one per code."""
+    return self.num_codes
 
 
 class C3GAN(keras.Model):
@@ -86,13 +177,22 @@ class C3GAN(keras.Model):
     self.centroid_table = keras.layers.Dense(c.embedding_dim, name="centroids", dtype="float32",
                                              kernel_initializer=keras.initializers.Orthogonal())
     self.centroid_table.build((None, c.num_codes))
+    # logit(x, k) = D's logit + ⟨v_k, φ(x)⟩; zeros: training starts from the unconditional D.
+    self.projection_table = None
+    if c.conditional_discriminator:
+      features = 16 * c.d_filters[-1]
+      self.projection_table = keras.layers.Dense(features, use_bias=False, name="projection",
+                                                 dtype="float32", kernel_initializer="zeros")
+      self.projection_table.build((None, c.num_codes))
     self.d_optimizer = None
     self.g_optimizer = None
     self.built = True
 
   @property
   def d_variables(self):
-    return self.discriminator.trainable_variables + self.centroid_table.trainable_variables
+    projection = self.projection_table.trainable_variables if self.projection_table else []
+    return (self.discriminator.trainable_variables + self.centroid_table.trainable_variables
+            + projection)
 
   @property
   def g_variables(self):
@@ -113,13 +213,23 @@ class C3GAN(keras.Model):
   def cluster_logits(self, embeddings):
     return losses.cosine_logits(embeddings, self.centroids(), self.config.temperature)
 
+  def adversarial_logit(self, logit, features, codes):
+    """D's real/fake logit of images of `codes` (int [B]): with a conditional D, plus the
+    projection ⟨v_code, φ(x)⟩; else the logit itself."""
+    if self.projection_table is None:
+      return logit
+    projection = self.projection_table(tf.one_hot(codes, self.config.num_codes))
+    return logit + tf.reduce_sum(projection * features, axis=-1)
+
   def call(self, images, training=False):
     """images float [B, H, W, C] in [0, 1] → cluster logits/probabilities over the codes, h(x)
-    and `fit`: D's real/fake logit (higher: more like the training images)."""
-    logit, embedding = self.discriminator(images * 2.0 - 1.0, training=training)
+    and `fit`: D's real/fake logit (higher: more like the training images; with a conditional D,
+    like the training images of the image's cluster)."""
+    logit, embedding, features = self.discriminator(images * 2.0 - 1.0, training=training)
     logits = self.cluster_logits(embedding)
+    fit = self.adversarial_logit(logit, features, tf.argmax(logits, axis=-1, output_type=tf.int32))
     return {"logits": logits, "probabilities": tf.nn.softmax(logits), "embedding": embedding,
-            "fit": tf.cast(logit, tf.float32)}
+            "fit": tf.cast(fit, tf.float32)}
 
   # ----- generation ------------------------------------------------------------------------------
 
@@ -184,14 +294,18 @@ class C3GAN(keras.Model):
     fake = {name: tf.stop_gradient(x) for name, x in self.generate(sample, training=True).items()}
     real, view = self.views(images, noise)
     with tf.GradientTape() as tape:
-      real_logit, real_embedding = self.discriminator(real, training=True)
+      real_logit, real_embedding, real_features = self.discriminator(real, training=True)
       with self._real_image_statistics():
-        _, view_embedding = self.discriminator(view, training=True)
-        fake_logit, fake_embedding = self.discriminator(fake["image"], training=True)
+        _, view_embedding, _ = self.discriminator(view, training=True)
+        fake_logit, fake_embedding, fake_features = self.discriminator(fake["image"], training=True)
         if c.background:
-          _, masked_embedding = self.discriminator(fake["masked"], training=True)
+          _, masked_embedding, _ = self.discriminator(fake["masked"], training=True)
       centroids = self.centroids()
       real_logits = losses.cosine_logits(real_embedding, centroids, c.temperature)
+      # a real image is judged against the training images of its own (current) cluster
+      real_clusters = tf.stop_gradient(tf.argmax(real_logits, axis=-1, output_type=tf.int32))
+      real_logit = self.adversarial_logit(real_logit, real_features, real_clusters)
+      fake_logit = self.adversarial_logit(fake_logit, fake_features, sample["codes"])
       terms = {
           "d_hinge_real": losses.hinge_real(real_logit),
           "d_hinge_fake": losses.hinge_fake(fake_logit),
@@ -231,9 +345,10 @@ class C3GAN(keras.Model):
     with tf.GradientTape() as tape:
       fake = self.generate(sample, training=True)
       with self._real_image_statistics():
-        fake_logit, fake_embedding = self.discriminator(fake["image"], training=True)
+        fake_logit, fake_embedding, fake_features = self.discriminator(fake["image"], training=True)
         if c.background:
-          _, masked_embedding = self.discriminator(fake["masked"], training=True)
+          _, masked_embedding, _ = self.discriminator(fake["masked"], training=True)
+      fake_logit = self.adversarial_logit(fake_logit, fake_features, sample["codes"])
       centroids = self.centroids()
       info_scale = c.generator_info_scale
       terms = {
@@ -251,6 +366,12 @@ class C3GAN(keras.Model):
         per_example += (info_scale * c.info_fg_weight * terms["g_info_fg"]
                         + c.mask_area_weight * terms["mask_area"]
                         + c.mask_binary_weight * terms["mask_binary"])
+      if c.diversity_weight:  # a twin of each fake: the same code, other noise
+        twin = dict(sample, z=noise.normal([c.z_dim]), code_noise=noise.normal([c.code_noise_dim]))
+        terms["g_diversity"] = losses.mode_seeking(
+            fake["image"], self.generate(twin, training=True)["image"],
+            *(tf.concat([s["z"], s["code_noise"]], axis=-1) for s in (sample, twin)))
+        per_example += c.diversity_weight * terms["g_diversity"]
       loss = tf.nn.compute_average_loss(per_example)
     distribute.apply_gradients(self.g_optimizer, tape, loss, self.g_variables)
     logs = {name: tf.reduce_mean(value) for name, value in terms.items()}
@@ -314,6 +435,16 @@ class C3GAN(keras.Model):
                            training=False)
       images.append(tf.cast(tf.round((fake["image"] + 1.0) * 127.5), tf.uint8))
     return tf.reshape(tf.concat(images, 0), [c.num_codes, per_code] + images[0].shape[1:].as_list())
+
+
+# The training step's key in what `checkpoint` saves (D's optimizer counts the steps).
+CHECKPOINT_STEP = "d_optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE"
+
+
+def checkpoint(model: C3GAN) -> tf.train.Checkpoint:
+  """What training saves and restores: the networks, the centroids and both optimizers."""
+  return tf.train.Checkpoint(model=model, d_optimizer=model.d_optimizer,
+                             g_optimizer=model.g_optimizer)
 
 
 def from_run(run: dict) -> C3GAN:

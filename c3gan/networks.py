@@ -147,7 +147,8 @@ def foreground_generator(z_dim: int, num_codes: int, code_noise_dim: int, image_
 
 def discriminator(image_size: int, channels: int, d_filters: Sequence[int], embedding_dim: int,
                   batch_norm: bool = True):
-  """D(x in [-1, 1]) → (real/fake logit [B], embedding h(x) [B, embedding_dim]).
+  """D(x in [-1, 1]) → (real/fake logit [B], embedding h(x) [B, embedding_dim], the trunk's
+  features φ(x) at 4×4, flattened [B, 16·d_filters[-1]]: what a class projection acts on).
 
   Without `batch_norm` the trunk's convolutions have biases instead: D then treats every image on
   its own, the same in training and at inference.
@@ -173,5 +174,5 @@ def discriminator(image_size: int, channels: int, d_filters: Sequence[int], embe
   embedding = keras.layers.Conv2D(embedding_dim, 4, strides=4, kernel_initializer=_orthogonal(),
                                   name="embedding", dtype="float32")(e)
   flat_logit = keras.layers.Flatten(dtype="float32")(logit)[:, 0]
-  return keras.Model(images, [flat_logit, keras.layers.Flatten(dtype="float32")(embedding)],
-                     name="discriminator")
+  flat = keras.layers.Flatten(dtype="float32")
+  return keras.Model(images, [flat_logit, flat(embedding), flat(x)], name="discriminator")

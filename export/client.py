@@ -26,7 +26,7 @@ from tensorflow_serving.apis import predict_pb2
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 
 from export import signatures
-from vaeclust.lib import experiment
+from vaeclust.lib import command
 from vaeclust.lib import files
 
 FLAGS = flags.FLAGS
@@ -187,24 +187,24 @@ def define_flags():
 def main(argv):
   paths = argv[1:]
   if not paths:
-    experiment.fail("Give the image files to cluster after the flags.")
+    command.fail("Give the image files to cluster after the flags.")
   missing = [p for p in paths if not os.path.isfile(p)]
   if missing:
-    experiment.fail(f"No such file(s): {', '.join(missing)}.")
+    command.fail(f"No such file(s): {', '.join(missing)}.")
   root_certificates = None
   if FLAGS.ssl_root_cert:
     try:
       with open(FLAGS.ssl_root_cert, "rb") as f:
         root_certificates = f.read()
     except OSError as e:
-      experiment.fail(f"Cannot read --ssl_root_cert: {e}.")
+      command.fail(f"Cannot read --ssl_root_cert: {e}.")
   client = Client(FLAGS.server, FLAGS.model_name, FLAGS.timeout, root_certificates=root_certificates)
   try:
     rows, unreadable = cluster_files(client, paths, FLAGS.signature, FLAGS.batch_size)
   except grpc.RpcError as e:
-    experiment.fail(f"{FLAGS.server} answered {e.code().name}: {e.details()}")
+    command.fail(f"{FLAGS.server} answered {e.code().name}: {e.details()}")
   except (ValueError, OSError) as e:
-    experiment.fail(str(e))
+    command.fail(str(e))
   finally:
     client.close()
   if FLAGS.output:

@@ -11,7 +11,6 @@ import datetime
 import importlib
 import math
 import os
-import shutil
 
 from absl import app
 from absl import flags
@@ -19,12 +18,15 @@ import tensorflow as tf
 
 from export import signatures
 from export import warmup
-from vaeclust.lib import experiment
+from vaeclust.lib import command
 from vaeclust.lib import files
+from vaeclust.lib import run_file
 
 FLAGS = flags.FLAGS
-# run.json "method" → module with `from_run(run: dict) -> keras.Model`; imported only when used,
-# so that exporting one method never needs another's package.
+# run.json "method" → the model module that serving needs of a method: `from_run(run: dict)` (the
+# untrained model, whose config's `num_outputs` says how many cluster probabilities it gives),
+# `checkpoint(model)` (what training saves) and CHECKPOINT_STEP (the training step's key in it).
+# Imported only when used, so that exporting one method never needs another's package.
 MODEL_BUILDERS = {"variational_clustering": "vaeclust.model", "c3gan": "c3gan.model"}
 METADATA_FILE = os.path.join("assets.extra", "metadata.json")
 
@@ -35,40 +37,29 @@ class ExportError(Exception):
 
 def load_trained(model_dir: str):
   """(run.json contents, model restored from the newest checkpoint, training step, checkpoint)."""
-  run_path = os.path.join(model_dir, experiment.RUN_FILE)
-  if not tf.io.gfile.exists(run_path):
-    raise ExportError(f"{model_dir} holds no trained model ({experiment.RUN_FILE} is missing).")
-  run = files.read_json(run_path)
-  from_run = model_builder(run.get("method"))
+  run = run_file.read(model_dir)
+  if run is None:
+    raise ExportError(f"{model_dir} holds no trained model ({run_file.NAME} is missing).")
+  module = model_module(run.get("method"))
   checkpoint = tf.train.latest_checkpoint(model_dir)
   if checkpoint is None:
-    raise ExportError(f"{model_dir} has {experiment.RUN_FILE} but no checkpoint; train first.")
-  model = from_run(run)
+    raise ExportError(f"{model_dir} has {run_file.NAME} but no checkpoint; train first.")
+  model = module.from_run(run)
   tf.train.Checkpoint(model=model).restore(checkpoint).expect_partial() \
       .assert_existing_objects_matched()
-  return run, model, training_step(checkpoint), checkpoint
+  step = int(tf.train.load_checkpoint(checkpoint).get_tensor(module.CHECKPOINT_STEP))
+  return run, model, step, checkpoint
 
 
-def model_builder(method: str):
-  """The `from_run` of a method's model module."""
+def model_module(method: str):
+  """The model module of a method (see MODEL_BUILDERS)."""
   if method not in MODEL_BUILDERS:
-    raise ExportError(f"Unknown method {method!r} in {experiment.RUN_FILE}; "
+    raise ExportError(f"Unknown method {method!r} in {run_file.NAME}; "
                       f"export knows {', '.join(sorted(MODEL_BUILDERS))}.")
   try:
-    module = importlib.import_module(MODEL_BUILDERS[method])
+    return importlib.import_module(MODEL_BUILDERS[method])
   except ImportError as e:
     raise ExportError(f"Cannot export a {method} model: {e}.") from e
-  return module.from_run
-
-
-def training_step(checkpoint: str) -> int:
-  """optimizer.iterations stored in the checkpoint; else the checkpoint's number, which the
-  shared Trainer sets to the step."""
-  reader = tf.train.load_checkpoint(checkpoint)
-  key = "optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE"
-  if reader.has_tensor(key):
-    return int(reader.get_tensor(key))
-  return int(checkpoint.rsplit("-", 1)[1])
 
 
 def fit_threshold(model_dir: str, step: int) -> float:
@@ -85,10 +76,11 @@ def fit_threshold(model_dir: str, step: int) -> float:
 
 def versions(model_base: str) -> list:
   """Integer version directories under BASE/NAME, ascending (what TF Serving considers)."""
-  if not os.path.isdir(model_base):
+  if not tf.io.gfile.isdir(model_base):
     return []
-  return sorted(int(n) for n in os.listdir(model_base)
-                if n.isdigit() and os.path.isdir(os.path.join(model_base, n)))
+  names = (n.rstrip("/") for n in tf.io.gfile.listdir(model_base))
+  return sorted(int(n) for n in names
+                if n.isdigit() and tf.io.gfile.isdir(os.path.join(model_base, n)))
 
 
 def export(model_dir: str, export_base: str, model_name: str, version: int = None) -> str:
@@ -97,14 +89,14 @@ def export(model_dir: str, export_base: str, model_name: str, version: int = Non
   next_version = max(versions(model_base), default=0) + 1
   version = version or next_version
   target = os.path.join(model_base, str(version))
-  if os.path.exists(target):
+  if tf.io.gfile.exists(target):
     raise ExportError(f"{target} exists; versions are never overwritten "
                       f"(omit --version to write {next_version}).")
   run, model, step, checkpoint = load_trained(model_dir)
   config = run["model"]
   metadata = {"method": run["method"], "dataset": run.get("dataset", ""),
               # what `probabilities` holds: with over-clustering (C3-GAN), classes × over codes
-              "num_clusters": config["num_clusters"] * config.get("over_clustering", 1),
+              "num_clusters": model.config.num_outputs,
               "image_size": config["image_size"],
               "channels": config["channels"], "step": step, "version": version,
               "checkpoint": os.path.basename(checkpoint),
@@ -112,7 +104,7 @@ def export(model_dir: str, export_base: str, model_name: str, version: int = Non
               "exported_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
   module = signatures.ServingModule(model, config["image_size"], config["channels"], metadata)
 
-  os.makedirs(model_base, exist_ok=True)
+  tf.io.gfile.makedirs(model_base)
   temporary = os.path.join(model_base, f".tmp-{version}-{os.getpid()}")  # not an integer: ignored
   try:
     tf.saved_model.save(module, temporary, signatures=module.signatures())
@@ -121,11 +113,12 @@ def export(model_dir: str, export_base: str, model_name: str, version: int = Non
                      {k: None if isinstance(v, float) and math.isnan(v) else v
                       for k, v in metadata.items()})
     try:
-      os.rename(temporary, target)
-    except OSError as e:  # another export took this version meanwhile
+      tf.io.gfile.rename(temporary, target)
+    except (OSError, tf.errors.OpError) as e:  # another export took this version meanwhile
       raise ExportError(f"Cannot move the export into {target}: {e}.") from e
   finally:
-    shutil.rmtree(temporary, ignore_errors=True)
+    if tf.io.gfile.exists(temporary):
+      tf.io.gfile.rmtree(temporary)
   return target
 
 
@@ -148,7 +141,7 @@ def main(argv):
   try:
     path = export(FLAGS.model_dir, FLAGS.export_base, FLAGS.model_name, FLAGS.version)
   except ExportError as e:
-    experiment.fail(str(e))
+    command.fail(str(e))
   print(path)
 
 

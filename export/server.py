@@ -36,7 +36,7 @@ from tensorflow_serving.apis import status_pb2
 from export import saved_model
 from export import signatures
 from export import warmup
-from vaeclust.lib import experiment
+from vaeclust.lib import command
 
 FLAGS = flags.FLAGS
 # TensorFlow's error codes are gRPC's.
@@ -372,7 +372,7 @@ def serve(manager: ModelManager, port: int, threads: int, host: str = "127.0.0.1
   except RuntimeError:  # grpc raises instead of returning 0 for some addresses
     bound = 0
   if not bound:
-    experiment.fail(f"Cannot listen on {address}.")
+    command.fail(f"Cannot listen on {address}.")
   server.start()
   return server
 
@@ -421,13 +421,13 @@ def define_flags():
 def main(argv):
   del argv
   if not os.path.isdir(FLAGS.model_base_path):
-    experiment.fail(f"--model_base_path {FLAGS.model_base_path} is not a directory.")
+    command.fail(f"--model_base_path {FLAGS.model_base_path} is not a directory.")
   credentials = None
   if FLAGS.ssl_cert_file:
     try:
       credentials = server_credentials(FLAGS.ssl_cert_file, FLAGS.ssl_key_file)
     except OSError as e:
-      experiment.fail(f"Cannot read the TLS certificate or key: {e}.")
+      command.fail(f"Cannot read the TLS certificate or key: {e}.")
   limits = Limits(FLAGS.max_batch_size, FLAGS.max_pixels_per_image, FLAGS.max_pixels_per_request)
   manager = ModelManager(FLAGS.model_name, FLAGS.model_base_path, limits)
   manager.poll()

@@ -1,5 +1,15 @@
-"""Shared test set-up: quiet TensorFlow, CPU only (split in two logical devices), fixed seeds."""
+"""Shared test set-up: quiet TensorFlow, CPU only (split in two logical devices), fixed seeds;
+runners of the entry points, in this process (`main`) and as a command (`run_module`); free ports."""
+import contextlib
+import dataclasses
+import functools
+import importlib
+import io
+import logging
 import os
+import socket
+import subprocess
+import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
@@ -12,6 +22,146 @@ import tensorflow as tf  # pylint: disable=g-import-not-at-top,wrong-import-posi
 # can run MirroredStrategy with two replicas.
 tf.config.set_logical_device_configuration(tf.config.list_physical_devices("CPU")[0],
                                            [tf.config.LogicalDeviceConfiguration()] * 2)
+
+
+ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
+
+
+@dataclasses.dataclass
+class Finished:
+  """How an entry point ended: its exit code, what it logged and printed to stderr, its stdout."""
+  returncode: int
+  stderr: str
+  stdout: str = ""
+
+
+def run_in_process(main_module: str, *args, check: bool = True, timeout=None) -> Finished:
+  """`python -m <main_module> ARGS` (vaeclust.main or c3gan.main) in this process: its flags
+  parsed as app.run would, its run, its exit (flag errors: 1, `fail`: 2) and its log."""
+  del timeout  # a command's; kept so tests call both runners alike
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  import keras  # pylint: disable=g-import-not-at-top
+  from absl import logging as absl_logging  # pylint: disable=g-import-not-at-top
+  from vaeclust.lib import common_flags  # pylint: disable=g-import-not-at-top
+  from vaeclust.lib import experiment  # pylint: disable=g-import-not-at-top
+  method = importlib.import_module(main_module).METHOD
+  common_flags.use(method.flags)
+  flags.FLAGS.unparse_flags()
+  log, out = io.StringIO(), io.StringIO()
+  handler = logging.StreamHandler(log)
+  absl_logger = logging.getLogger("absl")
+  absl_logger.addHandler(handler)
+  absl_logging.set_verbosity(absl_logging.INFO)
+  code = 0
+  policy = keras.mixed_precision.global_policy()  # a run sets it for the process
+  try:
+    with contextlib.redirect_stderr(log), contextlib.redirect_stdout(out):
+      try:
+        flags.FLAGS([main_module, *args])
+      except flags.Error as e:
+        print(f"FATAL Flags parsing error: {e}", file=sys.stderr)
+        code = 1
+      if not code:
+        try:
+          experiment.run(method)
+        except SystemExit as e:
+          code = e.code
+  finally:
+    absl_logger.removeHandler(handler)
+    keras.mixed_precision.set_global_policy(policy)
+  finished = Finished(code, log.getvalue(), out.getvalue())
+  if check and code:
+    raise AssertionError(f"exit {code}\n{finished.stderr[-4000:]}")
+  return finished
+
+
+def run_command(module: str, *args, check: bool = True, timeout: float = 300) -> Finished:
+  """`python -m <module> ARGS` as its own process (for what only a command shows: exit codes,
+  kills, several processes)."""
+  result = subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True,
+                          timeout=timeout, env=ENV)
+  if check and result.returncode != 0:
+    raise AssertionError(f"exit {result.returncode}\n{result.stderr[-4000:]}")
+  return Finished(result.returncode, result.stderr, result.stdout)
+
+
+def start_command(module: str, *args, stderr=subprocess.DEVNULL, **env) -> subprocess.Popen:
+  """`python -m <module> ARGS` started in the background (stdout discarded; `env` adds to the
+  quiet CPU-only environment)."""
+  return subprocess.Popen([sys.executable, "-m", module, *args], env=dict(ENV, **env),
+                          stdout=subprocess.DEVNULL, stderr=stderr)
+
+
+# The smallest runs of each method that still cluster the 8×8 digits.
+VC_TINY = ["--dataset=digits", "--image_size=8", "--conv_filters=16", "--hidden_units=64",
+           "--latent_dim=8", "--num_clusters=10", "--batch_size=64", "--eval_batch_size=512",
+           "--log_every=10", "--seed=1"]
+C3GAN_TINY = ["--dataset=digits", "--image_size=8", "--g_filters=16,8", "--d_filters=8",
+              "--embedding_dim=8", "--num_clusters=10", "--over_clustering=2", "--batch_size=32",
+              "--eval_batch_size=512", "--log_every=10", "--noflip", "--seed=1"]
+
+
+@pytest.fixture(scope="session")
+def tiny_flags():
+  """Each method's tiny flags by main package name (vaeclust, c3gan)."""
+  return {"vaeclust": list(VC_TINY), "c3gan": list(C3GAN_TINY)}
+
+
+@pytest.fixture(scope="session")
+def in_process():
+  """run_in_process."""
+  return run_in_process
+
+
+@pytest.fixture(scope="session")
+def vc_tiny():
+  return list(VC_TINY)
+
+
+@pytest.fixture(scope="session")
+def c3gan_tiny():
+  return list(C3GAN_TINY)
+
+
+@pytest.fixture(scope="session")
+def vc_main():
+  """vaeclust.main in this process (run_in_process)."""
+  return functools.partial(run_in_process, "vaeclust.main")
+
+
+@pytest.fixture(scope="session")
+def c3gan_main():
+  """c3gan.main in this process (run_in_process)."""
+  return functools.partial(run_in_process, "c3gan.main")
+
+
+@pytest.fixture(scope="session")
+def run_module():
+  """run_command: a module as its own process."""
+  return run_command
+
+
+@pytest.fixture(scope="session")
+def start_module():
+  """start_command: a module as its own process, in the background."""
+  return start_command
+
+
+def free_ports(count: int):
+  """`count` TCP ports free right now on localhost."""
+  sockets = [socket.socket() for _ in range(count)]
+  for s in sockets:
+    s.bind(("localhost", 0))
+  ports = [s.getsockname()[1] for s in sockets]
+  for s in sockets:
+    s.close()
+  return ports
+
+
+@pytest.fixture(scope="session")
+def ports():
+  """free_ports."""
+  return free_ports
 
 
 @pytest.fixture(autouse=True)

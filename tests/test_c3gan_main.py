@@ -1,24 +1,10 @@
-"""End to end through `python -m c3gan.main`: train → eval outputs → re-eval → resume, and errors."""
+"""End to end through c3gan.main (in this process; its command for exit codes): train → eval
+outputs → re-eval → resume, and errors."""
 import csv
 import json
 import os
-import subprocess
-import sys
 
 import pytest
-
-TINY = ["--dataset=digits", "--image_size=8", "--g_filters=16,8", "--d_filters=8",
-        "--embedding_dim=8", "--num_clusters=10", "--over_clustering=2", "--batch_size=32",
-        "--eval_batch_size=512", "--log_every=10", "--noflip", "--seed=1"]
-
-
-def run_main(*args, timeout=300, check=True):
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
-  result = subprocess.run([sys.executable, "-m", "c3gan.main", *args], capture_output=True,
-                          text=True, timeout=timeout, env=env)
-  if check and result.returncode != 0:
-    raise AssertionError(f"exit {result.returncode}\n{result.stderr[-4000:]}")
-  return result
 
 
 def _metrics(model_dir):
@@ -26,9 +12,9 @@ def _metrics(model_dir):
     return json.load(f)
 
 
-def test_train_eval_and_resume(tmp_path):
+def test_train_eval_and_resume(c3gan_tiny, c3gan_main, tmp_path):
   model_dir = str(tmp_path / "run")
-  run_main(*TINY, f"--model_dir={model_dir}", "--train_steps=20", "--checkpoint_every=10")
+  c3gan_main(*c3gan_tiny, f"--model_dir={model_dir}", "--train_steps=20", "--checkpoint_every=10")
   metrics = _metrics(model_dir)
   assert set(metrics) >= {"acc", "nmi", "ari", "many_to_one_acc", "num_examples", "num_clusters",
                           "step"}
@@ -59,14 +45,14 @@ def test_train_eval_and_resume(tmp_path):
   assert run["method"] == "c3gan" and run["model"]["over_clustering"] == 2
   assert run["flags"]["dataset"] == "digits" and run["flags"]["g_learning_rate"] == 2e-4
 
-  again = run_main(f"--model_dir={model_dir}", "--mode=eval", "--eval_batch_size=512")
+  again = c3gan_main(f"--model_dir={model_dir}", "--mode=eval", "--eval_batch_size=512")
   assert f"Resumed from {os.path.join(model_dir, 'ckpt-20')}" in again.stderr
   assert _metrics(model_dir)["acc"] == pytest.approx(metrics["acc"])
 
-  refused = run_main(*TINY, f"--model_dir={model_dir}", "--train_steps=30", "--beta_1=0.9",
+  refused = c3gan_main(*c3gan_tiny, f"--model_dir={model_dir}", "--train_steps=30", "--beta_1=0.9",
                      check=False, timeout=120)
   assert refused.returncode == 2 and "(beta_1: 0.5 → 0.9)" in refused.stderr
-  resumed = run_main(*TINY, f"--model_dir={model_dir}", "--train_steps=30", "--checkpoint_every=10",
+  resumed = c3gan_main(*c3gan_tiny, f"--model_dir={model_dir}", "--train_steps=30", "--checkpoint_every=10",
                      "--mode=train")
   assert f"Resumed from {os.path.join(model_dir, 'ckpt-20')}" in resumed.stderr
   assert "train: steps 20 → 30" in resumed.stderr
@@ -81,27 +67,32 @@ def test_train_eval_and_resume(tmp_path):
     ("--view_crop_scale=0.5,2", "--view_crop_scale must be low,high"),
     ("--num_clusters=auto", "C3-GAN needs the number of classes: --num_clusters=K"),
 ])
-def test_bad_flags_fail_before_any_work(tmp_path, flag, message):
-  result = run_main(*TINY, f"--model_dir={tmp_path}", "--train_steps=10", flag, check=False,
-                    timeout=120)
+def test_bad_flags_fail_before_any_work(c3gan_tiny, c3gan_main, tmp_path, flag, message):
+  result = c3gan_main(*c3gan_tiny, f"--model_dir={tmp_path}", "--train_steps=10", flag,
+                      check=False)
   assert result.returncode != 0 and message in result.stderr
   assert not os.listdir(tmp_path)
 
 
-def test_eval_of_an_empty_model_dir_says_train_first(tmp_path):
-  result = run_main("--mode=eval", f"--model_dir={tmp_path}", check=False, timeout=120)
+def test_eval_of_an_empty_model_dir_says_train_first(run_module, tmp_path):
+  result = run_module("c3gan.main", "--mode=eval", f"--model_dir={tmp_path}", check=False,
+                      timeout=120)
   assert result.returncode == 2 and "train first" in result.stderr
+  assert "Traceback" not in result.stderr
+  result = run_module("c3gan.main", f"--model_dir={tmp_path}", "--num_clusters=auto", check=False,
+                      timeout=120)
+  assert result.returncode == 1 and "C3-GAN needs the number of classes" in result.stderr
 
 
-def test_model_dir_of_the_other_method_is_refused(tmp_path):
+def test_model_dir_of_the_other_method_is_refused(c3gan_tiny, c3gan_main, tmp_path):
   with open(tmp_path / "run.json", "w") as f:
     json.dump({"method": "variational_clustering", "dataset": "digits", "model": {}}, f)
-  result = run_main(*TINY, f"--model_dir={tmp_path}", "--mode=eval", check=False, timeout=120)
+  result = c3gan_main(*c3gan_tiny, f"--model_dir={tmp_path}", "--mode=eval", check=False, timeout=120)
   assert result.returncode == 2 and "not c3gan" in result.stderr
 
 
 @pytest.mark.parametrize("config", ["cub", "cars", "dogs", "flowers"])
-def test_reference_configs_parse_and_look_for_their_data(tmp_path, config):
-  result = run_main(f"--flagfile=configs/{config}.flags", f"--data_dir={tmp_path / 'tfds'}",
-                    f"--model_dir={tmp_path / 'run'}", check=False, timeout=120)
+def test_reference_configs_parse_and_look_for_their_data(c3gan_main, tmp_path, config):
+  result = c3gan_main(f"--flagfile=configs/{config}.flags", f"--data_dir={tmp_path / 'tfds'}",
+                      f"--model_dir={tmp_path / 'run'}", check=False)
   assert result.returncode == 2 and "is not prepared under" in result.stderr

@@ -54,7 +54,7 @@ def test_codes_are_distinct_within_a_batch_when_there_are_enough():
 def test_discriminator_and_inference_outputs():
   model = _model()
   images = tf.random.uniform([4, 16, 16, 1], seed=1)
-  logit, embedding = model.discriminator(images * 2 - 1)
+  logit, embedding, _ = model.discriminator(images * 2 - 1)
   assert logit.shape == (4,) and embedding.shape == (4, 8)
   out = model(images)
   assert out["logits"].shape == out["probabilities"].shape == (4, 6)  # 3 classes × 2
@@ -151,6 +151,18 @@ def test_hinge_and_mask_terms():
   np.testing.assert_allclose(binary[1], 1.0, rtol=1e-5)  # one bit
 
 
+def test_mode_seeking_against_numpy():
+  rng = np.random.default_rng(0)
+  images, twins = rng.uniform(-1, 1, (2, 3, 4, 4, 1)).astype(np.float32)
+  twins[1] = images[1]  # a twin that ignores its noise: the largest penalty
+  noises, twin_noises = rng.normal(size=(2, 3, 5)).astype(np.float32)
+  expected = 1 / (np.abs(images - twins).mean(axis=(1, 2, 3))
+                  / np.abs(noises - twin_noises).mean(axis=-1) + 1e-5)
+  got = losses.mode_seeking(images, twins, noises, twin_noises).numpy()
+  np.testing.assert_allclose(got, expected, rtol=1e-5)
+  assert got[1] == pytest.approx(1e5) and got[1] > 100 * max(got[0], got[2])
+
+
 # ----- which step trains what --------------------------------------------------------------------
 
 def _snapshot(variables):
@@ -230,15 +242,15 @@ def test_discriminator_without_batch_norm_judges_each_image_on_its_own():
   images = tf.random.uniform([6, 16, 16, 1], -1, 1, seed=3)
   model = _model(d_batch_norm=False)
   assert not model.discriminator.non_trainable_variables  # no batch statistics
-  logit, embedding = model.discriminator(images, training=True)
-  alone_logit, alone_embedding = model.discriminator(images[:1], training=True)
+  logit, embedding, _ = model.discriminator(images, training=True)
+  alone_logit, alone_embedding, _ = model.discriminator(images[:1], training=True)
   np.testing.assert_allclose(alone_logit, logit[:1], rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(alone_embedding, embedding[:1], rtol=1e-5, atol=1e-6)
-  inference_logit, _ = model.discriminator(images, training=False)
+  inference_logit, _, _ = model.discriminator(images, training=False)
   np.testing.assert_allclose(inference_logit, logit, rtol=1e-5, atol=1e-6)
   # with batch norm (the reference), an image's score depends on the rest of its batch
-  logit, _ = _model().discriminator(images, training=True)
-  alone_logit, _ = _model().discriminator(images[:1], training=True)
+  logit, _, _ = _model().discriminator(images, training=True)
+  alone_logit, _, _ = _model().discriminator(images[:1], training=True)
   assert abs(float(alone_logit[0]) - float(logit[0])) > 1e-3
 
 
@@ -283,3 +295,32 @@ def test_the_code_at_the_generator_input_gives_the_code_the_say_over_z():
   plain = _code_share_of_variation(_model(background=False))
   scaled = _code_share_of_variation(_model(background=False, code_input_scale=8.0))
   assert scaled > 2 * plain  # at initialisation: 0.24 against 0.09
+
+
+def test_conditional_discriminator_judges_each_image_against_its_cluster():
+  model = _model(background=False, conditional_discriminator=True)
+  table = model.projection_table.kernel
+  assert table.shape == (6, 16 * 16) and any(v is table for v in model.d_variables)
+  images = tf.random.uniform([5, 16, 16, 1], seed=4)
+  logit, _, features = model.discriminator(images * 2 - 1)
+  np.testing.assert_allclose(model(images)["fit"], logit, rtol=1e-5, atol=1e-6)  # starts unconditional
+  table.assign(tf.random.normal(table.shape, seed=5))
+  out = model(images)
+  clusters = np.argmax(out["logits"].numpy(), axis=-1)
+  expected = logit.numpy() + np.sum(table.numpy()[clusters] * features.numpy(), axis=-1)
+  np.testing.assert_allclose(out["fit"], expected, rtol=1e-4, atol=1e-4)
+  table.assign(tf.zeros(table.shape))
+  tf.function(lambda x: model.d_step(x, model.step_noise(5)), autograph=False)(images)
+  assert np.abs(table.numpy()).max() > 0  # D learns the per-cluster projections
+
+
+def test_diversity_weight_adds_the_mode_seeking_term_to_the_generator_step_only():
+  model = _model(background=False, diversity_weight=0.5)
+  logs = tf.function(lambda: model.g_step(model.step_noise(6)), autograph=False)()
+  logs = {name: float(value) for name, value in logs.items()}
+  assert logs["g_diversity"] > 0
+  assert logs["g_loss"] == pytest.approx(
+      logs["g_adversarial"] + 5.0 * logs["g_info"] + 0.5 * logs["g_diversity"], rel=1e-5)
+  images = tf.random.uniform([6, 16, 16, 1], seed=2)
+  assert "g_diversity" not in tf.function(lambda x: model.d_step(x, model.step_noise(6)),
+                                          autograph=False)(images)

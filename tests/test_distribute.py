@@ -2,13 +2,9 @@
 same global batch gives the same losses and updated weights on 1 and 2 replicas (logical CPU
 devices), and two workers of MultiWorkerMirroredStrategy end with the same model."""
 import functools
-import importlib
 import json
 import os
 import shutil
-import socket
-import subprocess
-import sys
 
 import keras
 import numpy as np
@@ -19,7 +15,6 @@ from c3gan import model as c3gan_model
 from vaeclust import model as vc_model
 from vaeclust.lib import distribute
 from vaeclust.lib import noise as noise_lib
-from test_vaeclust_main import TINY, run_main
 
 
 @functools.lru_cache(maxsize=None)
@@ -127,13 +122,13 @@ def _train_scalars(model_dir):
   return values
 
 
-def test_vc_main_trains_the_same_model_on_one_and_two_cpu_devices(tmp_path):
+def test_vc_main_trains_the_same_model_on_one_and_two_cpu_devices(run_module, vc_tiny, tmp_path):
   runs = []
-  for devices in (1, 2):
+  for devices in (1, 2):  # commands: see test_precision
     model_dir = str(tmp_path / f"devices{devices}")
-    run_main(*TINY, f"--model_dir={model_dir}", f"--cpu_devices={devices}", "--pretrain_steps=4",
-             "--train_steps=8", "--gmm_restarts=1", "--log_every=1", "--balance_weight=1",
-             "--consistency_weight=0.5")
+    run_module("vaeclust.main", *vc_tiny, f"--model_dir={model_dir}", f"--cpu_devices={devices}",
+               "--pretrain_steps=4", "--train_steps=8", "--gmm_restarts=1", "--log_every=1",
+               "--balance_weight=1", "--consistency_weight=0.5")
     with open(os.path.join(model_dir, "eval", "metrics.json")) as f:
       runs.append((_checkpoint_values(model_dir), _train_scalars(model_dir), json.load(f)))
   (weights_one, scalars_one, metrics_one), (weights_two, scalars_two, metrics_two) = runs
@@ -212,16 +207,6 @@ def test_c3gan_steps_match_on_one_and_two_replicas():
   assert len(moved) > total // 2  # it trained (weights and batch-norm statistics)
 
 
-def _free_ports(count):
-  sockets = [socket.socket() for _ in range(count)]
-  for s in sockets:
-    s.bind(("localhost", 0))
-  ports = [s.getsockname()[1] for s in sockets]
-  for s in sockets:
-    s.close()
-  return ports
-
-
 def test_first_replica_values_reach_every_replica():
   strategy = _strategy(2)
   values = strategy.experimental_distribute_values_from_function(
@@ -231,23 +216,21 @@ def test_first_replica_values_reach_every_replica():
   np.testing.assert_array_equal(distribute.from_first_replica(_strategy(1), [np.eye(2)])[0], np.eye(2))
 
 
-def _run_cluster(tmp_path, main, tag, flags, other_worker_flags=()):
-  """Trains `main` on two local workers of MultiWorkerMirroredStrategy; returns their logs."""
-  tests = importlib.import_module(f"test_{main}_main")
-  cluster = {"worker": [f"localhost:{port}" for port in _free_ports(2)]}
+def _run_cluster(tmp_path, main, tiny, free_ports, start, tag, flags, other_worker_flags=()):
+  """Trains `main` (its `tiny` flags) on two local workers of MultiWorkerMirroredStrategy, each
+  started by `start` (start_module); returns their logs."""
+  cluster = {"worker": [f"localhost:{port}" for port in free_ports(2)]}
   workers, logs = [], []
   for index in range(2):
     temporary = tmp_path / f"tmp{index}"  # where a non-chief worker writes its own checkpoints
     temporary.mkdir(exist_ok=True)
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="", TMPDIR=str(temporary),
-               TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}))
+    task = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
     # Logs go to files: a worker blocked on a full stderr pipe would stall the other's collectives.
     logs.append(tmp_path / f"{tag}_worker{index}.log")
     with open(logs[-1], "w") as log:
-      workers.append(subprocess.Popen(
-          [sys.executable, "-m", f"{main}.main", *tests.TINY, "--strategy=multi_worker",
-           "--log_every=4", *flags, *(other_worker_flags if index else ())],
-          env=env, stdout=subprocess.DEVNULL, stderr=log))
+      workers.append(start(f"{main}.main", *tiny, "--strategy=multi_worker", "--log_every=4",
+                           *flags, *(other_worker_flags if index else ()), stderr=log,
+                           TMPDIR=str(temporary), TF_CONFIG=task))
   try:
     for worker in workers:
       worker.wait(timeout=400)
@@ -262,14 +245,15 @@ def _run_cluster(tmp_path, main, tag, flags, other_worker_flags=()):
 
 # Both mains resume through the same code (experiment.resume): one restarts its cluster.
 @pytest.mark.parametrize("main,restart", [("vaeclust", True), ("c3gan", False)])
-def test_two_workers_train_the_same_model_and_only_the_chief_writes(tmp_path, main, restart):
+def test_two_workers_train_the_same_model_and_only_the_chief_writes(tiny_flags, ports, start_module,
+                                                                    tmp_path, main, restart):
   model_dir = str(tmp_path / "run")
   extra = ["--pretrain_steps=4", "--gmm_restarts=2", "--balance_weight=1"] if main == "vaeclust" else []
   # The other worker fits its GMM to fewer codes than the chief, as other hardware can end a fit
   # elsewhere: the variables must still end equal.
   other_fit = ["--gmm_init_examples=300"] if main == "vaeclust" else []
-  errors = _run_cluster(tmp_path, main, "first", [f"--model_dir={model_dir}", "--train_steps=8",
-                                                  *extra], other_fit)
+  errors = _run_cluster(tmp_path, main, tiny_flags[main], ports, start_module, "first",
+                        [f"--model_dir={model_dir}", "--train_steps=8", *extra], other_fit)
   assert "2 replica(s)" in errors[0]
 
   other_dir = tmp_path / "tmp1" / "worker_worker_1" / "run"
@@ -291,8 +275,8 @@ def test_two_workers_train_the_same_model_and_only_the_chief_writes(tmp_path, ma
   # Restarted on a machine that lost its private directory, the other worker resumes from the
   # chief's checkpoint too (from its own nothing, it would start over and fail the cluster).
   shutil.rmtree(tmp_path / "tmp1")
-  errors = _run_cluster(tmp_path, main, "again", [f"--model_dir={model_dir}", "--train_steps=12",
-                                                  *extra])
+  errors = _run_cluster(tmp_path, main, tiny_flags[main], ports, start_module, "again",
+                        [f"--model_dir={model_dir}", "--train_steps=12", *extra])
   for error in errors:
     assert f"Resumed from {os.path.join(model_dir, 'ckpt-8')}" in error
   chief, other = _checkpoint_values(model_dir), _checkpoint_values(str(other_dir))

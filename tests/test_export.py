@@ -8,10 +8,7 @@ import datetime
 import json
 import os
 import shutil
-import socket
 import struct
-import subprocess
-import sys
 import time
 import zlib
 
@@ -31,43 +28,33 @@ from export import client as client_lib
 from export import saved_model
 from export import server as server_lib
 from export import signatures
-from test_vaeclust_main import TINY, run_main
 from vaeclust import model as vc_model
 from vaeclust.lib import data
 
-ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
 MAX_BATCH = 100
 MAX_REQUEST_BYTES = 1 << 20
 MAX_PIXELS_PER_IMAGE = 100 * 100
 MAX_PIXELS_PER_REQUEST = 50_000
 
 
-def run_module(module, *args, check=True, timeout=180):
-  result = subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True,
-                          timeout=timeout, env=ENV)
-  if check and result.returncode != 0:
-    raise AssertionError(f"exit {result.returncode}\n{result.stderr[-4000:]}")
-  return result
-
-
-def export(model_dir, base, *extra, check=True):
+def export(run_module, model_dir, base, *extra, check=True):
   return run_module("export.saved_model", f"--model_dir={model_dir}", f"--export_base={base}",
                     "--model_name=digits", *extra, check=check)
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
+def model_dir(vc_main, vc_tiny, tmp_path_factory):
   path = str(tmp_path_factory.mktemp("train") / "run")
-  run_main(*TINY, f"--model_dir={path}", "--pretrain_steps=150", "--train_steps=300",
+  vc_main(*vc_tiny, f"--model_dir={path}", "--pretrain_steps=150", "--train_steps=300",
            "--checkpoint_every=300", "--balance_weight=1", "--mode=train")
   return path
 
 
 @pytest.fixture(scope="module")
-def base(model_dir, tmp_path_factory):
+def base(run_module, model_dir, tmp_path_factory):
   """EXPORT_BASE with version 1 of model `digits`."""
   path = str(tmp_path_factory.mktemp("models"))
-  assert export(model_dir, path).stdout.strip() == os.path.join(path, "digits", "1")
+  assert export(run_module, model_dir, path).stdout.strip() == os.path.join(path, "digits", "1")
   return path
 
 
@@ -99,14 +86,12 @@ def reference_fit(reference_outputs):
 
 
 @contextlib.contextmanager
-def running_server(base, log_path, *flags, root_certificates=None):
-  """(Client, server process) for `python -m export.server` on a free port."""
-  port = _free_port()
+def running_server(start_module, port, base, log_path, *flags, root_certificates=None):
+  """(Client, server process) for `python -m export.server` on `port`."""
   with open(log_path, "w") as log:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "export.server", f"--port={port}", "--model_name=digits",
-         f"--model_base_path={os.path.join(base, 'digits')}", "--poll_seconds=0.5", *flags],
-        env=ENV, stdout=subprocess.DEVNULL, stderr=log)
+    process = start_module("export.server", f"--port={port}", "--model_name=digits",
+                           f"--model_base_path={os.path.join(base, 'digits')}",
+                           "--poll_seconds=0.5", *flags, stderr=log)
   client = client_lib.Client(f"localhost:{port}", "digits", timeout=30,
                              root_certificates=root_certificates)
   try:
@@ -122,10 +107,10 @@ def running_server(base, log_path, *flags, root_certificates=None):
 
 
 @pytest.fixture(scope="module")
-def server(base, tmp_path_factory):
+def server(start_module, ports, base, tmp_path_factory):
   """(Client, path of the server's log, server process id), with small request limits."""
   log_path = str(tmp_path_factory.mktemp("server") / "server.log")
-  with running_server(base, log_path, f"--max_batch_size={MAX_BATCH}",
+  with running_server(start_module, ports(1)[0], base, log_path, f"--max_batch_size={MAX_BATCH}",
                       f"--max_request_bytes={MAX_REQUEST_BYTES}",
                       f"--max_pixels_per_image={MAX_PIXELS_PER_IMAGE}",
                       f"--max_pixels_per_request={MAX_PIXELS_PER_REQUEST}") as (client, process):
@@ -192,7 +177,7 @@ def test_served_uint8_clusters_equal_the_in_process_model(server, digits, refere
   np.testing.assert_array_equal(client.predict_images(bigger)["cluster"], reference.argmax(axis=-1))
 
 
-def test_client_command_clusters_png_files_like_the_in_process_model(server, digits, reference,
+def test_client_command_clusters_png_files_like_the_in_process_model(run_module, server, digits, reference,
                                                                        reference_fit, tmp_path):
   client, *_ = server
   paths = []
@@ -211,7 +196,7 @@ def test_client_command_clusters_png_files_like_the_in_process_model(server, dig
   np.testing.assert_allclose([float(r["fit"]) for r in rows], reference_fit, atol=1e-4)
 
 
-def test_client_command_refuses_missing_files_before_sending(tmp_path):
+def test_client_command_refuses_missing_files_before_sending(run_module, tmp_path):
   missing = run_module("export.client", "--server=localhost:1", "--model_name=digits",
                        str(tmp_path / "none.png"), check=False)
   assert missing.returncode == 2 and "No such file(s)" in missing.stderr
@@ -365,7 +350,7 @@ def test_each_undecodable_image_is_named_without_graph_internals(server, digits)
     assert text in error.value.details() and "node" not in error.value.details()
 
 
-def test_client_command_names_unreadable_files_and_clusters_the_rest(server, digits, reference,
+def test_client_command_names_unreadable_files_and_clusters_the_rest(run_module, server, digits, reference,
                                                                       tmp_path):
   client, *_ = server
   paths = []
@@ -434,11 +419,13 @@ def _self_signed_certificate(directory):
   return str(cert_file), str(key_file)
 
 
-def test_tls_server_answers_clients_that_trust_its_certificate(base, digits, tmp_path):
+def test_tls_server_answers_clients_that_trust_its_certificate(start_module, ports, base, digits,
+                                                               tmp_path):
   cert_file, key_file = _self_signed_certificate(tmp_path)
   with open(cert_file, "rb") as f:
     trusted = f.read()
-  with running_server(base, str(tmp_path / "server.log"), f"--ssl_cert_file={cert_file}",
+  with running_server(start_module, ports(1)[0], base, str(tmp_path / "server.log"),
+                      f"--ssl_cert_file={cert_file}",
                       f"--ssl_key_file={key_file}", root_certificates=trusted) as (client, _):
     assert client.predict_images(digits[:3])["cluster"].shape == (3,)
     plaintext = client_lib.Client(client.server, "digits", timeout=5, attempts=1)
@@ -464,7 +451,7 @@ def test_unexpected_errors_answer_internal_without_details(caplog):
   assert "/secret/path/in/the/message" in caplog.text
 
 
-def test_export_errors_are_one_line_and_exit_2(tmp_path):
+def test_export_errors_are_one_line_and_exit_2(run_module, tmp_path):
   empty = tmp_path / "empty"
   empty.mkdir()
   with pytest.raises(saved_model.ExportError, match="run.json is missing"):
@@ -473,17 +460,10 @@ def test_export_errors_are_one_line_and_exit_2(tmp_path):
   with pytest.raises(saved_model.ExportError, match="no checkpoint; train first"):
     saved_model.export(str(empty), str(tmp_path / "models"), "digits")
   (empty / "run.json").write_text(json.dumps({"method": "kmeans", "model": {}}))
-  result = export(str(empty), str(tmp_path / "models"), check=False)
+  result = export(run_module, str(empty), str(tmp_path / "models"), check=False)
   assert result.returncode == 2 and "error: Unknown method 'kmeans'" in result.stderr
   assert "Traceback" not in result.stderr
   assert not (tmp_path / "models").exists()
-
-
-def _free_port() -> int:
-  """A localhost port nobody listens on (portpicker may not be installed)."""
-  with socket.socket() as s:
-    s.bind(("localhost", 0))
-    return s.getsockname()[1]
 
 
 def _read(path):
@@ -534,8 +514,8 @@ def test_preprocessing_converts_sizes_and_channels_like_training():
                              atol=1e-6)
 
 
-def test_client_retries_unavailable_with_backoff_then_reports_it():
-  client = client_lib.Client(f"localhost:{_free_port()}", "digits", timeout=5, attempts=3)
+def test_client_retries_unavailable_with_backoff_then_reports_it(ports):
+  client = client_lib.Client(f"localhost:{ports(1)[0]}", "digits", timeout=5, attempts=3)
   started = time.time()
   with pytest.raises(grpc.RpcError) as error:
     client.status()
@@ -555,7 +535,9 @@ def test_a_c3gan_model_exports_with_its_over_clustered_codes(tmp_path):
   model_dir.mkdir()
   with open(model_dir / "run.json", "w") as f:
     json.dump(run, f)
-  tf.train.Checkpoint(model=model).save(str(model_dir / "ckpt"))
+  model.set_optimizers(keras.optimizers.Adam(), keras.optimizers.Adam())
+  model.d_optimizer.iterations.assign(7)
+  c3gan_model.checkpoint(model).save(str(model_dir / "ckpt"))  # as training saves it
   path = saved_model.export(str(model_dir), str(tmp_path / "models"), "gan")
   loaded = tf.saved_model.load(path)
   images = np.random.default_rng(0).integers(0, 256, (4, 20, 20, 3), dtype=np.uint8)
@@ -565,3 +547,4 @@ def test_a_c3gan_model_exports_with_its_over_clustered_codes(tmp_path):
   np.testing.assert_allclose(served["probabilities"].numpy(), expected, atol=1e-5)
   assert int(loaded.signatures[signatures.METADATA]()["num_clusters"]) == 6
   assert loaded.signatures[signatures.METADATA]()["method"].numpy() == b"c3gan"
+  assert int(loaded.signatures[signatures.METADATA]()["step"]) == 7  # D's optimizer's count

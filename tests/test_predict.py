@@ -2,8 +2,6 @@
 (eval/assignments.csv) and the exported SavedModel's, for both methods; unreadable files are named."""
 import csv
 import os
-import subprocess
-import sys
 
 import numpy as np
 from PIL import Image
@@ -14,7 +12,6 @@ from export import saved_model
 from vaeclust import predict as predict_lib
 from vaeclust.lib import data
 
-ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
 TRAIN = {
     "vaeclust.main": ["--conv_filters=8", "--hidden_units=32", "--latent_dim=4",
                       "--pretrain_steps=30", "--train_steps=60", "--gmm_restarts=2"],
@@ -36,23 +33,18 @@ def folder(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def trained(folder, tmp_path_factory):
+def trained(in_process, folder, tmp_path_factory):
   """model_dir of a run of each method on `folder`, trained on first use."""
   runs = {}
 
   def get(module):
     if module not in runs:
       runs[module] = str(tmp_path_factory.mktemp("run") / module)
-      _train(module, folder, runs[module])
+      in_process(module, "--dataset=folder", f"--data_dir={folder}", "--image_size=8",
+                 "--num_clusters=4", "--batch_size=32", "--log_every=10",
+                 f"--model_dir={runs[module]}", "--seed=1", *TRAIN[module])
     return runs[module]
   return get
-
-
-def _train(module, folder, model_dir):
-  subprocess.run([sys.executable, "-m", module, "--dataset=folder", f"--data_dir={folder}",
-                  "--image_size=8", "--num_clusters=4", "--batch_size=32", "--log_every=10",
-                  f"--model_dir={model_dir}", "--seed=1", *TRAIN[module]],
-                 check=True, capture_output=True, env=ENV, timeout=400)
 
 
 def _read_csv(path):
@@ -94,7 +86,8 @@ def test_predict_equals_the_evaluation_and_the_exported_model(module, folder, tr
   assert 0 < sum(r["outlier"] == "1" for r in rows) <= 240 * 0.02 + 1
 
 
-def test_predict_command_names_unreadable_files_and_writes_the_others(folder, trained, tmp_path):
+def test_predict_command_names_unreadable_files_and_writes_the_others(run_module, folder, trained,
+                                                                      tmp_path):
   model_dir = trained("vaeclust.main")
   mixed = tmp_path / "mixed"
   (mixed / "deeper").mkdir(parents=True)
@@ -103,10 +96,8 @@ def test_predict_command_names_unreadable_files_and_writes_the_others(folder, tr
   (mixed / "broken.png").write_bytes(b"not an image")
   (mixed / "notes.txt").write_text("not looked at")
   output = tmp_path / "clusters.csv"
-  result = subprocess.run(
-      [sys.executable, "-m", "vaeclust.predict", f"--model_dir={model_dir}", f"--output={output}",
-       str(mixed), str(tmp_path / "nowhere.png")], capture_output=True, text=True, env=ENV,
-      timeout=200)
+  result = run_module("vaeclust.predict", f"--model_dir={model_dir}", f"--output={output}",
+                      str(mixed), str(tmp_path / "nowhere.png"), check=False, timeout=200)
   assert result.returncode == 1, result.stderr[-2000:]
   assert f"{mixed / 'broken.png'}: not clustered" in result.stderr
   assert f"{tmp_path / 'nowhere.png'}: not clustered: no such file or folder" in result.stderr
@@ -114,9 +105,8 @@ def test_predict_command_names_unreadable_files_and_writes_the_others(folder, tr
   assert sorted(os.path.relpath(r["file"], mixed) for r in rows) == ["b.png", "deeper/a.jpg"]
   assert not [n for n in os.listdir(tmp_path) if ".tmp-" in n]
 
-  nothing = subprocess.run([sys.executable, "-m", "vaeclust.predict", f"--model_dir={tmp_path}",
-                            f"--output={output}", str(mixed)], capture_output=True, text=True,
-                           env=ENV, timeout=200)
+  nothing = run_module("vaeclust.predict", f"--model_dir={tmp_path}", f"--output={output}",
+                       str(mixed), check=False, timeout=200)
   assert nothing.returncode == 2 and "holds no trained model" in nothing.stderr
 
 

@@ -1,4 +1,5 @@
-"""End to end through `python -m vaeclust.main`: train → eval outputs, resume after a kill, errors."""
+"""End to end through vaeclust.main (in this process; as a command where only a command shows it:
+exit codes, kills): train → eval outputs, resume after a kill, errors."""
 import csv
 import glob
 import json
@@ -6,31 +7,16 @@ import os
 import re
 import shutil
 import signal
-import subprocess
-import sys
 import time
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-TINY = ["--dataset=digits", "--image_size=8", "--conv_filters=16", "--hidden_units=64",
-        "--latent_dim=8", "--num_clusters=10", "--batch_size=64", "--eval_batch_size=512",
-        "--log_every=10", "--seed=1"]
 
-
-def run_main(*args, timeout=300, check=True):
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
-  result = subprocess.run([sys.executable, "-m", "vaeclust.main", *args], capture_output=True,
-                          text=True, timeout=timeout, env=env)
-  if check and result.returncode != 0:
-    raise AssertionError(f"exit {result.returncode}\n{result.stderr[-4000:]}")
-  return result
-
-
-def test_train_and_eval_writes_the_evaluation_contract(tmp_path):
+def test_train_and_eval_writes_the_evaluation_contract(vc_tiny, vc_main, tmp_path):
   model_dir = str(tmp_path / "run")
-  run_main(*TINY, f"--model_dir={model_dir}", "--pretrain_steps=500", "--train_steps=800",
+  vc_main(*vc_tiny, f"--model_dir={model_dir}", "--pretrain_steps=500", "--train_steps=800",
            "--checkpoint_every=400", "--balance_weight=1", "--eval_every=100",
            "--log_every=100", "--gmm_restarts=4", "--gmm_selection=coassociation")
   with open(os.path.join(model_dir, "eval", "metrics.json")) as f:
@@ -52,20 +38,18 @@ def test_train_and_eval_writes_the_evaluation_contract(tmp_path):
   assert not [n for n in os.listdir(os.path.join(model_dir, "eval")) if ".tmp-" in n]
   assert any(n.startswith("events") for n in os.listdir(os.path.join(model_dir, "train")))
 
-  again = run_main(f"--model_dir={model_dir}", "--mode=eval", "--dataset=digits",
+  again = vc_main(f"--model_dir={model_dir}", "--mode=eval", "--dataset=digits",
                    "--image_size=8")
   with open(os.path.join(model_dir, "eval", "metrics.json")) as f:
     assert json.load(f)["acc"] == pytest.approx(metrics["acc"])
   assert "Resumed from" in again.stderr
 
 
-def test_a_killed_run_resumes_from_its_last_checkpoint(tmp_path):
+def test_a_killed_run_resumes_from_its_last_checkpoint(start_module, vc_tiny, vc_main, tmp_path):
   model_dir = str(tmp_path / "run")
-  args = [*TINY, f"--model_dir={model_dir}", "--pretrain_steps=20", "--train_steps=100000",
+  args = [*vc_tiny, f"--model_dir={model_dir}", "--pretrain_steps=20", "--train_steps=100000",
           "--checkpoint_every=20", "--gmm_restarts=2", "--mode=train"]
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
-  process = subprocess.Popen([sys.executable, "-m", "vaeclust.main", *args], env=env,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  process = start_module("vaeclust.main", *args)
   deadline = time.time() + 400
   try:
     while time.time() < deadline:
@@ -80,7 +64,7 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(tmp_path):
   killed_at = _latest_step(model_dir)
   target = killed_at + 40
   args[args.index("--train_steps=100000")] = f"--train_steps={target}"
-  resumed = run_main(*args)
+  resumed = vc_main(*args)
   log = resumed.stderr
   assert f"Resumed from {os.path.join(model_dir, f'ckpt-{killed_at}')}" in log
   assert "warmup: steps" not in log  # the warm-up and the GMM initialisation are not redone
@@ -89,11 +73,12 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(tmp_path):
   assert f"train finished at step {target}" in log and _latest_step(model_dir) == target
 
 
-def test_a_run_killed_anywhere_resumes_to_the_uninterrupted_result(tmp_path):
-  args = [*TINY, "--pretrain_steps=30", "--train_steps=60", "--checkpoint_every=10",
+def test_a_run_killed_anywhere_resumes_to_the_uninterrupted_result(start_module, vc_tiny, vc_main,
+                                                                   tmp_path):
+  args = [*vc_tiny, "--pretrain_steps=30", "--train_steps=60", "--checkpoint_every=10",
           "--gmm_restarts=2", "--gmm_selection=likelihood"]
   reference = tmp_path / "reference"
-  run_main(*args, f"--model_dir={reference}")
+  vc_main(*args, f"--model_dir={reference}")
   model_dir = tmp_path / "killed"
   exists = lambda name: lambda: os.path.exists(model_dir / name)  # pylint: disable=unnecessary-lambda-assignment
   kills = [  # (when to kill, what must not be there yet)
@@ -103,27 +88,24 @@ def test_a_run_killed_anywhere_resumes_to_the_uninterrupted_result(tmp_path):
       (exists("ckpt-50.index"), "ckpt-60.index"),  # during training, right after a checkpoint
       (lambda: bool(glob.glob(str(model_dir / "eval.tmp-*"))), "eval/metrics.json"),  # while writing eval/
   ]
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
   for ready, not_yet in kills:
-    process = subprocess.Popen([sys.executable, "-m", "vaeclust.main", *args,
-                                f"--model_dir={model_dir}"], env=env, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
+    process = start_module("vaeclust.main", *args, f"--model_dir={model_dir}")
     deadline = time.time() + 300
     while not ready() and process.poll() is None and time.time() < deadline:
       time.sleep(0.01)
     process.send_signal(signal.SIGKILL)
     assert process.wait() == -signal.SIGKILL, "the run ended before the kill"
     assert not_yet is None or not os.path.exists(model_dir / not_yet), not_yet
-  run_main(*args, f"--model_dir={model_dir}")
+  vc_main(*args, f"--model_dir={model_dir}")
   for name in ("metrics.json", "assignments.csv"):
     assert (model_dir / "eval" / name).read_text() == (reference / "eval" / name).read_text()
   assert not [n for n in os.listdir(model_dir) if ".tmp-" in n or ".old-" in n]
   assert any(n.startswith("events") for n in os.listdir(model_dir / "eval"))
 
 
-def test_the_prior_checkpoint_does_not_overwrite_the_warm_ups_last(tmp_path):
+def test_the_prior_checkpoint_does_not_overwrite_the_warm_ups_last(vc_tiny, vc_main, tmp_path):
   model_dir = str(tmp_path / "run")
-  run_main(*TINY, f"--model_dir={model_dir}", "--pretrain_steps=10", "--train_steps=10",
+  vc_main(*vc_tiny, f"--model_dir={model_dir}", "--pretrain_steps=10", "--train_steps=10",
            "--gmm_restarts=1", "--mode=train")
   initialised = "model/prior_initialized/.ATTRIBUTES/VARIABLE_VALUE"
   for name, prior_initialized in (("ckpt-10", False), ("ckpt-prior-10", True)):
@@ -131,7 +113,7 @@ def test_the_prior_checkpoint_does_not_overwrite_the_warm_ups_last(tmp_path):
   assert tf.train.latest_checkpoint(model_dir) == os.path.join(model_dir, "ckpt-prior-10")
 
 
-AUTO = [*TINY, "--num_clusters=auto", "--num_clusters_range=2,16", "--pretrain_steps=300",
+AUTO = ["--num_clusters=auto", "--num_clusters_range=2,16", "--pretrain_steps=300",
         "--train_steps=400", "--checkpoint_every=100", "--log_every=100", "--gmm_restarts=1"]
 
 
@@ -144,7 +126,7 @@ def _chosen(model_dir):
   return run
 
 
-def test_auto_num_clusters_finds_the_classes_of_constructed_images(tmp_path):
+def test_auto_num_clusters_finds_the_classes_of_constructed_images(vc_tiny, vc_main, tmp_path):
   from PIL import Image  # pylint: disable=g-import-not-at-top
   rng = np.random.default_rng(0)
   templates = rng.random((4, 8, 8)) < 0.5
@@ -154,7 +136,7 @@ def test_auto_num_clusters_finds_the_classes_of_constructed_images(tmp_path):
       pixels = np.clip(template * 200.0 + 30 + rng.normal(0, 15, (8, 8)), 0, 255).astype(np.uint8)
       Image.fromarray(pixels).save(tmp_path / "images" / f"class{k}" / f"{i}.png")
   model_dir = tmp_path / "run"
-  run_main(*AUTO, "--dataset=folder", f"--data_dir={tmp_path / 'images'}", "--channels=1",
+  vc_main(*vc_tiny, *AUTO, "--dataset=folder", f"--data_dir={tmp_path / 'images'}", "--channels=1",
            f"--model_dir={model_dir}")
   run = _chosen(model_dir)
   assert run["model"]["num_clusters"] == 4
@@ -177,9 +159,9 @@ def test_auto_num_clusters_finds_the_classes_of_constructed_images(tmp_path):
   assert len(rows) == 400 and [c for c in rows[0] if c.startswith("p_")] == ["p_0", "p_1", "p_2", "p_3"]
 
 
-def test_auto_num_clusters_on_digits_is_near_ten_and_resumes_to_the_uninterrupted_result(tmp_path):
+def test_auto_num_clusters_on_digits_is_near_ten_and_resumes_to_the_uninterrupted_result(vc_tiny, vc_main, tmp_path):
   reference = tmp_path / "reference"
-  run_main(*AUTO, f"--model_dir={reference}")
+  vc_main(*vc_tiny, *AUTO, f"--model_dir={reference}")
   k = _chosen(reference)["model"]["num_clusters"]
   assert 8 <= k <= 12
   with open(reference / "eval" / "assignments.csv") as f:
@@ -187,14 +169,14 @@ def test_auto_num_clusters_on_digits_is_near_ten_and_resumes_to_the_uninterrupte
   # Killed after run.json took the chosen K but before the first checkpoint with it: the resumed
   # run restores the warm-up's placeholder model and chooses again.
   model_dir = tmp_path / "killed"
-  run_main(*AUTO, f"--model_dir={model_dir}", "--train_steps=300", "--mode=train")
+  vc_main(*vc_tiny, *AUTO, f"--model_dir={model_dir}", "--train_steps=300", "--mode=train")
   for name in glob.glob(str(model_dir / "ckpt-prior-300*")):
     os.remove(name)
   tf.compat.v1.train.update_checkpoint_state(str(model_dir), str(model_dir / "ckpt-300"))
   assert _chosen_k_in_run_json(model_dir) == k
-  run_main(*AUTO, f"--model_dir={model_dir}", "--train_steps=350", "--mode=train")
+  vc_main(*vc_tiny, *AUTO, f"--model_dir={model_dir}", "--train_steps=350", "--mode=train")
   # and after it: from the chosen model's checkpoint
-  run_main(*AUTO, f"--model_dir={model_dir}")
+  vc_main(*vc_tiny, *AUTO, f"--model_dir={model_dir}")
   for name in ("metrics.json", "assignments.csv"):
     assert (model_dir / "eval" / name).read_text() == (reference / "eval" / name).read_text()
 
@@ -211,20 +193,21 @@ def _latest_step(model_dir):
   return max(steps, default=-1)
 
 
-def _metrics_after_training_from_the_gmm(model_dir, initial_posterior_scale):
-  run_main(*TINY, f"--model_dir={model_dir}", "--pretrain_steps=300", "--train_steps=500",
+def _metrics_after_training_from_the_gmm(vc_tiny, vc_main, model_dir, initial_posterior_scale):
+  vc_main(*vc_tiny, f"--model_dir={model_dir}", "--pretrain_steps=300", "--train_steps=500",
            "--consistency_weight=0.5", "--balance_weight=0", "--gmm_restarts=1", "--log_every=100",
            f"--initial_posterior_scale={initial_posterior_scale}")
   with open(os.path.join(model_dir, "eval", "metrics.json")) as f:
     return json.load(f)
 
 
-def test_initial_posterior_scale_prevents_the_collapse_after_the_gmm_initialisation(tmp_path):
+def test_initial_posterior_scale_prevents_the_collapse_after_the_gmm_initialisation(
+    vc_tiny, vc_main, tmp_path):
   # Without a balance term, the untrained scale head of q(z|x,c) makes every image move to the
   # widest prior component within 100 steps of the initialisation.
-  untouched = _metrics_after_training_from_the_gmm(tmp_path / "untouched", 0)
+  untouched = _metrics_after_training_from_the_gmm(vc_tiny, vc_main, tmp_path / "untouched", 0)
   assert untouched["clusters_used"] <= 5, "this run does not collapse; the test needs one that does"
-  scaled = _metrics_after_training_from_the_gmm(tmp_path / "scaled", 0.1)
+  scaled = _metrics_after_training_from_the_gmm(vc_tiny, vc_main, tmp_path / "scaled", 0.1)
   assert scaled["clusters_used"] >= 8 and scaled["acc"] > 0.5
 
 
@@ -238,26 +221,31 @@ def test_initial_posterior_scale_prevents_the_collapse_after_the_gmm_initialisat
     ("--conv_filters=a,b", "--conv_filters must be a comma-separated list"),
     ("--jit_compile --cpu_devices=2", "--jit_compile cannot run on several logical CPU devices"),
 ])
-def test_bad_flags_fail_before_any_work(tmp_path, flag, message):
-  result = run_main(*TINY, f"--model_dir={tmp_path}", "--train_steps=10", *flag.split(),
+def test_bad_flags_fail_before_any_work(vc_tiny, vc_main, tmp_path, flag, message):
+  result = vc_main(*vc_tiny, f"--model_dir={tmp_path}", "--train_steps=10", *flag.split(),
                     check=False, timeout=120)
   assert result.returncode != 0 and message in result.stderr
   assert not os.listdir(tmp_path)
 
 
-def test_missing_dataset_stops_with_one_clear_message(tmp_path):
-  result = run_main("--dataset=stl10", f"--data_dir={tmp_path / 'tfds'}",
-                    f"--model_dir={tmp_path / 'run'}", "--image_size=32", check=False, timeout=120)
+def test_the_command_stops_with_one_clear_message_and_its_exit_code(run_module, tmp_path):
+  result = run_module("vaeclust.main", "--dataset=stl10", f"--data_dir={tmp_path / 'tfds'}",
+                      f"--model_dir={tmp_path / 'run'}", "--image_size=32", check=False,
+                      timeout=120)
   assert result.returncode == 2
   assert "error: Dataset 'stl10' is not prepared under" in result.stderr
   assert "Traceback" not in result.stderr
+  result = run_module("vaeclust.main", f"--model_dir={tmp_path / 'run'}", "--latent_dim=0",
+                      check=False, timeout=120)
+  assert result.returncode == 1 and "--latent_dim must be at least 1" in result.stderr
+  assert not os.path.exists(tmp_path / "run")
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def trained(vc_tiny, vc_main, tmp_path_factory):
   """A model_dir of 20 steps on the 8×8 digits (its eval/ written); copy it before changing it."""
   model_dir = str(tmp_path_factory.mktemp("trained") / "run")
-  run_main(*TINY, f"--model_dir={model_dir}", "--train_steps=20")
+  vc_main(*vc_tiny, f"--model_dir={model_dir}", "--train_steps=20")
   return model_dir
 
 
@@ -265,26 +253,26 @@ def _copy(model_dir, tmp_path):
   return shutil.copytree(model_dir, tmp_path / "run")
 
 
-def test_eval_alone_scores_the_model_on_the_data_it_was_trained_on(trained, tmp_path):
+def test_eval_alone_scores_the_model_on_the_data_it_was_trained_on(vc_main, trained, tmp_path):
   model_dir = _copy(trained, tmp_path)
   metrics = model_dir / "eval" / "metrics.json"
   trained_metrics = metrics.read_text()
   metrics.unlink()
-  run_main("--mode=eval", f"--model_dir={model_dir}")  # README's form: no data flags
+  vc_main("--mode=eval", f"--model_dir={model_dir}")  # README's form: no data flags
   assert metrics.read_text() == trained_metrics
   for flag, given in (("--image_size=28", "28×28 with 1"), ("--channels=3", "8×8 with 3")):
-    refused = run_main("--mode=eval", f"--model_dir={model_dir}", flag, check=False, timeout=120)
+    refused = vc_main("--mode=eval", f"--model_dir={model_dir}", flag, check=False, timeout=120)
     assert refused.returncode == 2 and "Traceback" not in refused.stderr
     assert "holds a model of 8×8 images with 1 channel(s); " in refused.stderr
     assert f"gives {given}." in refused.stderr
   assert metrics.read_text() == trained_metrics
-  other = run_main("--mode=eval", f"--model_dir={model_dir}", "--dataset=mnist5k")  # at 8×8
+  other = vc_main("--mode=eval", f"--model_dir={model_dir}", "--dataset=mnist5k")  # at 8×8
   assert "Evaluating with --dataset=mnist5k; the model was trained with digits." in other.stderr
   with open(metrics) as f:
     assert json.load(f)["num_examples"] == 5000
 
 
-def test_eval_of_a_run_json_without_flags_takes_its_dataset_and_the_other_flags(trained, tmp_path):
+def test_eval_of_a_run_json_without_flags_takes_its_dataset_and_the_other_flags(vc_main, trained, tmp_path):
   model_dir = _copy(trained, tmp_path)
   with open(model_dir / "run.json") as f:
     run = json.load(f)
@@ -292,36 +280,36 @@ def test_eval_of_a_run_json_without_flags_takes_its_dataset_and_the_other_flags(
   with open(model_dir / "run.json", "w") as f:
     json.dump(run, f)
   (model_dir / "eval" / "metrics.json").unlink()
-  run_main("--mode=eval", f"--model_dir={model_dir}", "--image_size=8")
+  vc_main("--mode=eval", f"--model_dir={model_dir}", "--image_size=8")
   with open(model_dir / "eval" / "metrics.json") as f:
     assert json.load(f)["num_examples"] == 1797
 
 
-def test_resume_with_other_data_or_training_flags_is_refused_with_the_differences(trained):
+def test_resume_with_other_data_or_training_flags_is_refused_with_the_differences(vc_tiny, vc_main, trained):
   for flags, listed in (
       (["--dataset=mnist5k"], ["dataset: digits → mnist5k"]),
       (["--learning_rate=0.01", "--kl_warmup_steps=5", "--batch_size=32"],
        ["batch_size: 64 → 32", "kl_warmup_steps: 0 → 5", "learning_rate: 0.001 → 0.01"]),
       (["--latent_dim=4"], ["latent_dim: 8 → 4"])):
-    refused = run_main(*TINY, f"--model_dir={trained}", "--train_steps=40", *flags, check=False,
+    refused = vc_main(*vc_tiny, f"--model_dir={trained}", "--train_steps=40", *flags, check=False,
                        timeout=120)
     assert refused.returncode == 2 and "Traceback" not in refused.stderr
     assert f"holds a run with other settings ({'; '.join(listed)})" in refused.stderr
   assert _latest_step(trained) == 20
 
 
-def test_a_run_that_stored_num_clusters_as_an_integer_resumes(trained, tmp_path):
+def test_a_run_that_stored_num_clusters_as_an_integer_resumes(vc_tiny, vc_main, trained, tmp_path):
   model_dir = _copy(trained, tmp_path)
   run = json.loads((model_dir / "run.json").read_text())
   run["flags"]["num_clusters"] = 10  # as runs stored it before --num_clusters took auto
   (model_dir / "run.json").write_text(json.dumps(run))
-  run_main(*TINY, f"--model_dir={model_dir}", "--train_steps=30", "--mode=train")
+  vc_main(*vc_tiny, f"--model_dir={model_dir}", "--train_steps=30", "--mode=train")
   assert _latest_step(model_dir) == 30
 
 
-def test_resume_may_change_how_long_how_often_and_where_a_run_goes(trained, tmp_path):
+def test_resume_may_change_how_long_how_often_and_where_a_run_goes(vc_tiny, vc_main, trained, tmp_path):
   model_dir = _copy(trained, tmp_path)
-  resumed = run_main(*TINY, f"--model_dir={model_dir}", "--train_steps=30", "--log_every=5",
+  resumed = vc_main(*vc_tiny, f"--model_dir={model_dir}", "--train_steps=30", "--log_every=5",
                      "--eval_batch_size=100", "--checkpoint_every=5", "--mode=train")
   for name, value, before in (("train_steps", 30, 20), ("log_every", 5, 10),
                               ("eval_batch_size", 100, 512), ("checkpoint_every", 5, 1000)):
@@ -334,11 +322,11 @@ def _read_csv(path):
     return list(csv.DictReader(f))
 
 
-def test_folder_images_are_all_clustered_or_named_as_skipped(tmp_path, odd_image_folder):
+def test_folder_images_are_all_clustered_or_named_as_skipped(vc_tiny, vc_main, tmp_path, odd_image_folder):
   folder, readable, unreadable = odd_image_folder
   model_dir = tmp_path / "run"
-  result = run_main("--dataset=folder", f"--data_dir={folder}", f"--model_dir={model_dir}",
-                    *TINY[1:], "--num_clusters=2", "--batch_size=4", "--train_steps=4")
+  result = vc_main("--dataset=folder", f"--data_dir={folder}", f"--model_dir={model_dir}",
+                    *vc_tiny[1:], "--num_clusters=2", "--batch_size=4", "--train_steps=4")
   assigned = _read_csv(model_dir / "eval" / "assignments.csv")
   assert sorted(r["id"] for r in assigned) == sorted(readable)
   skipped = _read_csv(model_dir / "eval" / "skipped.csv")
@@ -346,22 +334,22 @@ def test_folder_images_are_all_clustered_or_named_as_skipped(tmp_path, odd_image
   assert all(name in result.stderr for name in unreadable)
 
 
-def test_folder_without_a_readable_image_stops_before_training(tmp_path):
+def test_folder_without_a_readable_image_stops_before_training(vc_main, tmp_path):
   (tmp_path / "images").mkdir()
   (tmp_path / "images" / "empty.jpg").write_bytes(b"")
-  result = run_main("--dataset=folder", f"--data_dir={tmp_path / 'images'}",
+  result = vc_main("--dataset=folder", f"--data_dir={tmp_path / 'images'}",
                     f"--model_dir={tmp_path / 'run'}", "--batch_size=4", check=False, timeout=120)
   assert result.returncode == 2 and "None of the 1 image files" in result.stderr
   assert "Traceback" not in result.stderr and not os.path.exists(tmp_path / "run")
 
 
-def test_eval_of_an_empty_model_dir_says_train_first(tmp_path):
-  result = run_main("--mode=eval", f"--model_dir={tmp_path}", check=False, timeout=120)
+def test_eval_of_an_empty_model_dir_says_train_first(vc_main, tmp_path):
+  result = vc_main("--mode=eval", f"--model_dir={tmp_path}", check=False, timeout=120)
   assert result.returncode == 2 and "train first" in result.stderr
 
 
 @pytest.mark.parametrize("config", ["mnist", "fashion_mnist", "cifar10", "stl10"])
-def test_full_reproduction_configs_parse_and_look_for_their_data(tmp_path, config):
-  result = run_main(f"--flagfile=configs/{config}.flags", f"--data_dir={tmp_path / 'tfds'}",
+def test_full_reproduction_configs_parse_and_look_for_their_data(vc_main, tmp_path, config):
+  result = vc_main(f"--flagfile=configs/{config}.flags", f"--data_dir={tmp_path / 'tfds'}",
                     f"--model_dir={tmp_path / 'run'}", check=False, timeout=120)
   assert result.returncode == 2 and "is not prepared under" in result.stderr

@@ -3,7 +3,6 @@
   python -m vaeclust.main --flagfile=configs/mnist5k.flags --model_dir=/tmp/run1
   tensorboard --logdir=/tmp/run1
 """
-from absl import app
 from absl import flags
 from absl import logging
 import keras
@@ -17,105 +16,63 @@ from vaeclust.lib import common_flags
 from vaeclust.lib import data
 from vaeclust.lib import distribute
 from vaeclust.lib import experiment
+from vaeclust.lib import hparams
 from vaeclust.lib import images as images_lib
 from vaeclust.lib import noise as noise_lib
 from vaeclust.lib import training
 
-METHOD = "variational_clustering"
 # The checkpoint saved once the prior is initialised, ckpt-prior-STEP (the warm-up's last is
 # ckpt-STEP).
 PRIOR_CHECKPOINT = "ckpt-prior"
 PRIOR_LOGITS_KEY = "model/prior/logits/.ATTRIBUTES/VARIABLE_VALUE"  # [K] in a checkpoint
 FLAGS = flags.FLAGS
-common_flags.define()
-flags.DEFINE_integer("latent_dim", 10, "Dimension of the continuous code z.")
-flags.DEFINE_list("conv_filters", ["32", "64", "128"], "Filters of the strided encoder convolutions "
-                  "(each halves the image; the decoder mirrors them).")
-flags.DEFINE_integer("hidden_units", 256, "Width of the dense layer of encoder and decoder.")
-flags.DEFINE_enum("likelihood", "auto", ["auto", "bernoulli", "gaussian"],
-                  "p(x|z): bernoulli for grey images in [0, 1], gaussian (learned scale) for colour; "
-                  "auto picks by channels.")
-flags.DEFINE_enum("cluster_posterior", "prior+head", ["prior+head", "head"],
-                  "q(c|x) logits: log p(c | z=m(x)) under the mixture prior plus a learned head "
-                  "(starts at zero), or the head alone.")
-flags.DEFINE_enum("prior_covariance", "full", ["full", "diag"],
-                  "Covariance of each mixture component p(z|c): full (Cholesky factor) or diagonal.")
-flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate (encoder, decoder and prior).")
-flags.DEFINE_float("temperature_start", 1.0, "Gumbel-softmax temperature after the warm-up.")
-flags.DEFINE_float("temperature_end", 0.5, "Lowest Gumbel-softmax temperature.")
-flags.DEFINE_integer("temperature_decay_steps", 5000,
-                     "Steps for the temperature to fall by a factor e (exponential decay).")
-flags.DEFINE_integer("kl_warmup_steps", 0, "Steps of a linear 0→1 ramp of the KL weight after the "
-                     "warm-up (0: full weight at once).")
-flags.DEFINE_float("balance_weight", 0.0, "Weight of KL(batch-mean q(c|x) || uniform), which stops "
-                   "images collapsing into few clusters.")
-flags.DEFINE_float("consistency_weight", 0.0, "Weight of the cross-entropy between q(c|x) and "
-                   "q(c|augmented x); > 0 also warms up on augmented inputs.")
-flags.DEFINE_integer("pretrain_steps", 0, "Warm-up autoencoder steps, after which the mixture prior "
-                     "is initialised from a GMM fitted to the codes (0: no warm-up).")
-flags.DEFINE_float("initial_posterior_scale", 0.1, "After the warm-up, start the scale of q(z|x,c) "
-                   "at this fraction of the fitted components' within-cluster std (0: leave the "
-                   "untrained scale head as it is, which can be much wider than the components "
-                   "and pull images into the widest one).")
-flags.DEFINE_integer("gmm_init_examples", 20_000, "Training images whose codes fit that GMM.")
+# The shared flags, one per field of the model's Config, and these (of training and of the prior's
+# initialisation, not of the model).
+METHOD_FLAGS = common_flags.method_flags()
+hparams.define_flags(vc_model.Config, METHOD_FLAGS)
+flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate (encoder, decoder and prior).",
+                   flag_values=METHOD_FLAGS)
+flags.DEFINE_integer("gmm_init_examples", 20_000, "Training images whose codes fit that GMM.",
+                     flag_values=METHOD_FLAGS)
 flags.DEFINE_integer("gmm_restarts", 20, "GMM fits from different starts after the warm-up; the one "
-                     "kept by --gmm_selection initialises the prior (1: a single fit).")
+                     "kept by --gmm_selection initialises the prior (1: a single fit).",
+                     flag_values=METHOD_FLAGS)
 flags.DEFINE_enum("gmm_selection", "augmentation", prior_init.CRITERIA,
                   "Which GMM restart initialises the prior: augmentation (assignments most stable "
                   "under augmentation), consensus (agrees most with the other restarts; for images "
                   "too small to augment), likelihood (highest), or coassociation (none: the prior "
-                  "is fitted to the groups of images that the restarts put together most often).")
+                  "is fitted to the groups of images that the restarts put together most often).",
+                  flag_values=METHOD_FLAGS)
 flags.DEFINE_list("num_clusters_range", ["2", "30"], "With --num_clusters=auto: the smallest and "
                   "largest K to choose from (by the BIC of Gaussian mixtures fitted to the warm-up "
-                  "codes).")
-flags.DEFINE_list("augment_scale", ["0.9", "1.1"], "Range of the random zoom of augmentations.")
-flags.DEFINE_float("augment_rotation", 10.0, "Largest random rotation of augmentations, degrees.")
-flags.DEFINE_float("augment_shift", 0.08, "Largest random shift of augmentations, image fraction.")
-flags.DEFINE_float("scale_floor", 1e-3, "Smallest standard deviation of q(z|x,c) and p(z|c).")
+                  "codes).", flag_values=METHOD_FLAGS)
 
-flags.register_validator("gmm_restarts", lambda v: v >= 1, message="--gmm_restarts must be at least 1.")
-flags.register_validator("latent_dim", lambda v: v >= 1, message="--latent_dim must be at least 1.")
-flags.register_validator("conv_filters", lambda v: len(v) >= 1 and all(s.isdigit() and int(s) > 0 for s in v),
-                         message="--conv_filters must be a comma-separated list of positive integers.")
-flags.register_validator("augment_scale", lambda v: len(v) == 2 and 0 < float(v[0]) <= float(v[1]),
-                         message="--augment_scale must be two numbers low,high with 0 < low <= high.")
-flags.register_validator("temperature_end", lambda v: v > 0, message="--temperature_end must be > 0.")
-flags.register_validator("learning_rate", lambda v: v > 0, message="--learning_rate must be > 0.")
-flags.register_validator("initial_posterior_scale", lambda v: v >= 0,
-                         message="--initial_posterior_scale must be >= 0.")
-flags.register_validator("scale_floor", lambda v: v > 0, message="--scale_floor must be > 0.")
+flags.register_validator("gmm_restarts", lambda v: v >= 1, message="--gmm_restarts must be at least 1.",
+                         flag_values=METHOD_FLAGS)
+flags.register_validator("learning_rate", lambda v: v > 0, message="--learning_rate must be > 0.",
+                         flag_values=METHOD_FLAGS)
 flags.register_multi_flags_validator(
     ["temperature_start", "temperature_end"], lambda f: f["temperature_start"] >= f["temperature_end"],
-    message="--temperature_start must be at least --temperature_end.")
+    message="--temperature_start must be at least --temperature_end.", flag_values=METHOD_FLAGS)
 flags.register_validator(
     "num_clusters_range", lambda v: len(v) == 2 and all(s.isdigit() for s in v)
     and 2 <= int(v[0]) <= int(v[1]),
-    message="--num_clusters_range must be two integers low,high with 2 <= low <= high.")
+    message="--num_clusters_range must be two integers low,high with 2 <= low <= high.",
+    flag_values=METHOD_FLAGS)
 flags.register_multi_flags_validator(
     ["num_clusters", "pretrain_steps", "mode"],
     lambda f: f["num_clusters"] != common_flags.AUTO or f["pretrain_steps"] > 0 or f["mode"] == "eval",
-    message="--num_clusters=auto chooses K on the warm-up's codes: it needs --pretrain_steps > 0.")
+    message="--num_clusters=auto chooses K on the warm-up's codes: it needs --pretrain_steps > 0.",
+    flag_values=METHOD_FLAGS)
 flags.register_multi_flags_validator(
     ["pretrain_steps", "train_steps"], lambda f: 0 <= f["pretrain_steps"] <= f["train_steps"],
-    message="--pretrain_steps must be between 0 and --train_steps.")
+    message="--pretrain_steps must be between 0 and --train_steps.", flag_values=METHOD_FLAGS)
 
 
 def config_from_flags(info: data.DatasetInfo) -> vc_model.Config:
-  likelihood = FLAGS.likelihood
-  if likelihood == "auto":
-    likelihood = "bernoulli" if info.channels == 1 else "gaussian"
-  return vc_model.Config(
-      image_size=info.image_size, channels=info.channels, num_clusters=num_clusters_of_run(),
-      latent_dim=FLAGS.latent_dim, conv_filters=tuple(int(f) for f in FLAGS.conv_filters),
-      hidden_units=FLAGS.hidden_units, likelihood=likelihood, scale_floor=FLAGS.scale_floor,
-      prior_covariance=FLAGS.prior_covariance,
-      temperature_start=FLAGS.temperature_start, temperature_end=FLAGS.temperature_end,
-      temperature_decay_steps=FLAGS.temperature_decay_steps, kl_warmup_steps=FLAGS.kl_warmup_steps,
-      balance_weight=FLAGS.balance_weight, consistency_weight=FLAGS.consistency_weight,
-      pretrain_steps=FLAGS.pretrain_steps, initial_posterior_scale=FLAGS.initial_posterior_scale,
-      cluster_posterior=FLAGS.cluster_posterior,
-      augment_scale=tuple(float(s) for s in FLAGS.augment_scale),
-      augment_rotation=FLAGS.augment_rotation, augment_shift=FLAGS.augment_shift, seed=FLAGS.seed)
+  return hparams.from_flags(vc_model.Config, FLAGS, image_size=info.image_size,
+                            channels=info.channels, num_clusters=num_clusters_of_run(),
+                            seed=FLAGS.seed)
 
 
 def num_clusters_of_run() -> int:
@@ -145,8 +102,8 @@ def build(run: dict, strategy, restore: bool = True):
     model = vc_model.from_run(run)
     model.compile(optimizer=experiment.optimizer(keras.optimizers.Adam(FLAGS.learning_rate)))
     model.optimizer.build(model.trainable_variables)
-  checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer)
-  trainer = experiment.resume(checkpoint, model.optimizer.iterations, strategy, restore=restore)
+  trainer = experiment.resume(vc_model.checkpoint(model), model.optimizer.iterations, strategy,
+                              restore=restore)
   return model, trainer
 
 
@@ -272,27 +229,25 @@ def log_model_summaries(model, writer, step: int, channels: int):
   writer.flush()
 
 
-def main(argv):
-  del argv
-  strategy = experiment.start()
-  run, train_ds = experiment.prepare_run(METHOD, __name__, config_from_flags, strategy)
+def resumed(run: dict) -> dict:
+  """With a K chosen by the run (--num_clusters=auto), the K of its newest checkpoint: the
+  warm-up's placeholder until the chosen model's first checkpoint."""
   if FLAGS.num_clusters == common_flags.AUTO or run.get("num_clusters_choice"):
     k = checkpoint_num_clusters(FLAGS.model_dir)
     run = dict(run, model=dict(run["model"], num_clusters=k or run["model"]["num_clusters"]))
-  model, trainer = build(run, strategy)
-  eval_writer = experiment.summary_writer(strategy, "eval")
+  return run
 
-  def evaluate(model, step, write_files=True):
-    return experiment.evaluate(model, model.config.num_clusters, step, strategy, eval_writer,
-                               model.config.channels, write_files=write_files)
 
-  if FLAGS.mode != "eval":
-    model, trainer = train(model, run, train_ds, trainer, strategy, evaluate)
-  if FLAGS.mode != "train":
-    evaluate(model, trainer.step)
-    if distribute.is_chief(strategy):
-      log_model_summaries(model, eval_writer, trainer.step, model.config.channels)
+def summaries(model, writer, step: int, final: bool):
+  if final:
+    log_model_summaries(model, writer, step, model.config.channels)
+
+
+METHOD = experiment.Method(
+    name="variational_clustering", flags=METHOD_FLAGS, config=config_from_flags, build=build,
+    train=train, scoring=lambda model: (model.config.num_clusters, 1), summaries=summaries,
+    resumed=resumed)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  experiment.cli(METHOD)

@@ -22,40 +22,80 @@ from vaeclust import networks
 from vaeclust import prior as prior_lib
 from vaeclust.lib import augment
 from vaeclust.lib import distribute
+from vaeclust.lib import hparams
 from vaeclust.lib import noise as noise_lib
 
 tfd = tfp.distributions
 
 
+_field = hparams.field
+
+
 @dataclasses.dataclass(frozen=True)
 class Config:
-  """Hyper-parameters of the model and its objective (one flag each in vaeclust.main)."""
+  """Hyper-parameters of the model and its objective, each with its flag (same name, in
+  vaeclust.main)."""
   image_size: int
   channels: int
   num_clusters: int
-  latent_dim: int = 10
-  conv_filters: Tuple[int, ...] = (32, 64, 128)
-  hidden_units: int = 256
-  likelihood: str = "bernoulli"  # or "gaussian" (learned per-channel scale)
-  prior_covariance: str = "full"  # or "diag": the covariance of each p(z|c)
-  scale_floor: float = 1e-3
-  temperature_start: float = 1.0
-  temperature_end: float = 0.5
-  temperature_decay_steps: int = 5000  # e-folding steps after warm-up
-  kl_warmup_steps: int = 0  # linear 0→1 ramp of the KL weight after warm-up
-  balance_weight: float = 0.0
-  consistency_weight: float = 0.0
-  pretrain_steps: int = 0
+  latent_dim: int = _field(10, "Dimension of the continuous code z.", lambda v: v >= 1,
+                           "--latent_dim must be at least 1.")
+  conv_filters: Tuple[int, ...] = _field(
+      (32, 64, 128), "Filters of the strided encoder convolutions (each halves the image; the "
+      "decoder mirrors them).", lambda v: len(v) >= 1 and min(v) > 0,
+      "--conv_filters must be a comma-separated list of positive integers.")
+  hidden_units: int = _field(256, "Width of the dense layer of encoder and decoder.",
+                             lambda v: v >= 1, "--hidden_units must be at least 1.")
+  # "auto" becomes bernoulli for 1 channel, gaussian (learned per-channel scale) otherwise
+  likelihood: str = _field("auto", "p(x|z): bernoulli for grey images in [0, 1], gaussian "
+                           "(learned scale) for colour; auto picks by channels.",
+                           choices=("auto", "bernoulli", "gaussian"))
+  prior_covariance: str = _field("full", "Covariance of each mixture component p(z|c): full "
+                                 "(Cholesky factor) or diagonal.", choices=("full", "diag"))
+  scale_floor: float = _field(1e-3, "Smallest standard deviation of q(z|x,c) and p(z|c).",
+                              lambda v: v > 0, "--scale_floor must be > 0.")
+  temperature_start: float = _field(1.0, "Gumbel-softmax temperature after the warm-up.")
+  temperature_end: float = _field(0.5, "Lowest Gumbel-softmax temperature.", lambda v: v > 0,
+                                  "--temperature_end must be > 0.")
+  temperature_decay_steps: int = _field(
+      5000, "Steps for the temperature to fall by a factor e (exponential decay).")
+  kl_warmup_steps: int = _field(0, "Steps of a linear 0→1 ramp of the KL weight after the "
+                                "warm-up (0: full weight at once).")
+  balance_weight: float = _field(0.0, "Weight of KL(batch-mean q(c|x) ‖ uniform), which stops "
+                                 "images collapsing into few clusters.", lambda v: v >= 0,
+                                 "--balance_weight must be >= 0.")
+  consistency_weight: float = _field(0.0, "Weight of the cross-entropy between q(c|x) and "
+                                     "q(c|augmented x); > 0 also warms up on augmented inputs.")
+  pretrain_steps: int = _field(0, "Warm-up autoencoder steps, after which the mixture prior is "
+                               "initialised from a GMM fitted to the codes (0: no warm-up).")
   # When the prior is initialised: q(z|x,c)'s scale is set to this fraction of the prior
   # components' own spread (0: left as the warm-up leaves it, i.e. untrained; see init_prior).
-  initial_posterior_scale: float = 0.1
+  initial_posterior_scale: float = _field(
+      0.1, "After the warm-up, start the scale of q(z|x,c) at this fraction of the fitted "
+      "components' within-cluster std (0: leave the untrained scale head as it is, which can be "
+      "much wider than the components and pull images into the widest one).", lambda v: v >= 0,
+      "--initial_posterior_scale must be >= 0.")
   # "prior+head": q(c|x) logits = log p(c | z = m(x)) under the mixture prior + a learned head
   # (zero at the start, so a GMM-initialised prior clusters at once); "head": the head alone.
-  cluster_posterior: str = "prior+head"
-  augment_scale: Tuple[float, float] = (0.9, 1.1)
-  augment_rotation: float = 10.0  # degrees
-  augment_shift: float = 0.08  # fraction of the image size
+  cluster_posterior: str = _field("prior+head", "q(c|x) logits: log p(c | z=m(x)) under the "
+                                  "mixture prior plus a learned head (starts at zero), or the "
+                                  "head alone.", choices=("prior+head", "head"))
+  augment_scale: Tuple[float, float] = _field(
+      (0.9, 1.1), "Range of the random zoom of augmentations.",
+      lambda v: len(v) == 2 and 0 < v[0] <= v[1],
+      "--augment_scale must be two numbers low,high with 0 < low <= high.")
+  augment_rotation: float = _field(10.0, "Largest random rotation of augmentations, degrees.")
+  augment_shift: float = _field(0.08, "Largest random shift of augmentations, image fraction.")
   seed: int = 0
+
+  @property
+  def num_outputs(self) -> int:
+    """How many cluster probabilities the model gives an image."""
+    return self.num_clusters
+
+  def __post_init__(self):
+    if self.likelihood == "auto":
+      object.__setattr__(self, "likelihood", "bernoulli" if self.channels == 1 else "gaussian")
 
 
 class VariationalClustering(keras.Model):
@@ -292,6 +332,15 @@ def relaxed_one_hot_sample(logits, temperature, noise: noise_lib.BatchNoise):
   from the step's noise: softmax((logits + Gumbel noise) / temperature)."""
   gumbel = tfd.Gumbel(loc=0.0, scale=1.0).quantile(noise.uniform([logits.shape[-1]]))  # u in (0, 1)
   return tf.nn.softmax((logits + gumbel) / temperature)
+
+
+# The training step's key in what `checkpoint` saves.
+CHECKPOINT_STEP = "optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE"
+
+
+def checkpoint(model: VariationalClustering) -> tf.train.Checkpoint:
+  """What training saves and restores of a compiled model: its weights and its optimizer."""
+  return tf.train.Checkpoint(model=model, optimizer=model.optimizer)
 
 
 def from_run(run: dict) -> VariationalClustering:

@@ -12,20 +12,23 @@ STRATEGIES = ("mirrored", "multi_worker", "one_device", "tpu")
 def split_cpu(num_devices: int):
   """Splits the CPU into `num_devices` logical devices so MirroredStrategy runs that many replicas.
 
-  Must run before TensorFlow initialises its devices (i.e. first thing in main).
+  Must run before TensorFlow initialises its devices (i.e. first thing in main), unless the CPU
+  is split into enough devices already (a run in a process that has split it).
   """
-  if num_devices <= 1:
-    return
   cpu = tf.config.list_physical_devices("CPU")[0]
+  if num_devices <= 1 or len(tf.config.get_logical_device_configuration(cpu) or ()) >= num_devices:
+    return
   tf.config.set_logical_device_configuration(
       cpu, [tf.config.LogicalDeviceConfiguration()] * num_devices)
 
 
-def make_strategy(name: str) -> tf.distribute.Strategy:
-  """The tf.distribute strategy for `--strategy`; `mirrored` uses every GPU, else the CPU(s)."""
+def make_strategy(name: str, cpu_devices: int = 1) -> tf.distribute.Strategy:
+  """The tf.distribute strategy for `--strategy`; `mirrored` uses every GPU, else `cpu_devices`
+  logical CPU devices."""
   if name == "mirrored":
     gpus = tf.config.list_logical_devices("GPU")
-    devices = [d.name for d in gpus] or [d.name for d in tf.config.list_logical_devices("CPU")]
+    cpus = tf.config.list_logical_devices("CPU")[:cpu_devices]
+    devices = [d.name for d in gpus] or [d.name for d in cpus]
     strategy = tf.distribute.MirroredStrategy(devices)
   elif name == "multi_worker":
     strategy = tf.distribute.MultiWorkerMirroredStrategy()

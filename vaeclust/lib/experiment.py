@@ -1,25 +1,29 @@
-"""What a clustering run does around its model, shared by both methods' mains: data from flags,
-the strategy, the checkpoint manager, the saved run description, and the evaluation step."""
+"""A clustering run, shared by both methods: `run(method)` does everything a main does around
+its model (the strategy, data from flags, the saved run description, checkpoints, training,
+evaluation) and a main declares only its `Method`."""
 import dataclasses
 import json
 import os
-import sys
+import weakref
+from typing import Any, Callable, Optional
 
+from absl import app
 from absl import flags
 from absl import logging
 import keras
 import tensorflow as tf
 
+from vaeclust.lib import command
 from vaeclust.lib import common_flags
 from vaeclust.lib import data
 from vaeclust.lib import distribute
 from vaeclust.lib import evaluation
 from vaeclust.lib import files
 from vaeclust.lib import images as images_lib
+from vaeclust.lib import run_file
 from vaeclust.lib import training
 
 FLAGS = flags.FLAGS
-RUN_FILE = "run.json"
 # Which images a run clusters: --mode=eval takes them from run.json unless given.
 DATA_FLAGS = ("dataset", "data_dir", "train_split", "eval_split", "image_size", "channels",
               "crop_to_bbox")
@@ -32,11 +36,53 @@ RESUMABLE_FLAGS = frozenset({
     "mixed_precision", "picture_codes", "eval_samples_per_code", "projector_examples"})
 
 
-def fail(message: str):
-  """Stops the program with a one-paragraph explanation instead of a traceback."""
-  logging.error(message)
-  print(f"error: {message}", file=sys.stderr)
-  sys.exit(2)
+@dataclasses.dataclass(frozen=True)
+class Method:
+  """What a main declares of its method; `run` does the rest."""
+  name: str  # run.json's "method"
+  flags: flags.FlagValues  # the shared flags and the method's own (common_flags.method_flags())
+  config: Callable[[data.DatasetInfo], Any]  # the model Config of a new run, from flags and data
+  # (run.json contents, strategy) → (model with its optimizers, Trainer after restoring the newest
+  # checkpoint of --model_dir)
+  build: Callable
+  # (model, run, training dataset, Trainer, strategy, evaluate) → (trained model, its Trainer);
+  # evaluate(model, step, write_files=True) scores a model (see `run`)
+  train: Callable
+  scoring: Callable[[Any], tuple]  # model → (its number of clusters, over-clustering)
+  # (model, writer, step, final) → the method's own evaluation summaries (the chief only)
+  summaries: Optional[Callable] = None
+  # run.json contents → what to build on resuming (e.g. a setting training has decided since)
+  resumed: Optional[Callable] = None
+
+
+def cli(method: Method):
+  """`python -m <main>`: parses the command line into the method's flags and runs it."""
+  common_flags.use(method.flags)
+  app.run(lambda argv: run(method))
+
+
+def run(method: Method):
+  """Trains and/or evaluates (--mode) the run of --model_dir, which the flags describe."""
+  strategy = start()
+  run_description, train_ds = prepare_run(method, strategy)
+  if method.resumed:
+    run_description = method.resumed(run_description)
+  model, trainer = method.build(run_description, strategy)
+  eval_writer = summary_writer(strategy, "eval")
+
+  def evaluate_model(model, step, write_files=True, final=False):
+    num_clusters, over_clustering = method.scoring(model)
+    result = evaluate(model, num_clusters, step, strategy, eval_writer, model.config.channels,
+                      over_clustering, write_files)
+    if method.summaries and distribute.is_chief(strategy):
+      method.summaries(model, eval_writer, step, final)
+    return result
+
+  if FLAGS.mode != "eval":
+    model, trainer = method.train(model, run_description, train_ds, trainer, strategy,
+                                  evaluate_model)
+  if FLAGS.mode != "train":
+    evaluate_model(model, trainer.step, final=True)
 
 
 def start() -> tf.distribute.Strategy:
@@ -49,13 +95,13 @@ def start() -> tf.distribute.Strategy:
     # On CPU devices MirroredStrategy synchronises through merge_call, which an XLA-compiled step
     # cannot contain, and XLA cannot reach another logical CPU device's variables.
     if FLAGS.cpu_devices > 1:
-      fail("--jit_compile cannot run on several logical CPU devices (an XLA-compiled step cannot "
-           "reach another device's variables); use it with --cpu_devices=1 or on GPUs/TPUs.")
+      command.fail("--jit_compile cannot run on several logical CPU devices (an XLA-compiled step cannot "
+                   "reach another device's variables); use it with --cpu_devices=1 or on GPUs/TPUs.")
     logging.info("--jit_compile on CPU: training on one_device (the same single replica).")
     name = "one_device"
-  strategy = distribute.make_strategy(name)
-  if FLAGS.mixed_precision != "off":
-    keras.mixed_precision.set_global_policy(FLAGS.mixed_precision)
+  strategy = distribute.make_strategy(name, FLAGS.cpu_devices)
+  keras.mixed_precision.set_global_policy(
+      "float32" if FLAGS.mixed_precision == "off" else FLAGS.mixed_precision)
   return strategy
 
 
@@ -76,7 +122,7 @@ def load_split(train: bool, channels: int = 0):
                      data_dir=FLAGS.data_dir, channels=channels or FLAGS.channels or None,
                      crop_to_bbox=FLAGS.crop_to_bbox)
   except data.DataError as e:
-    fail(str(e))
+    command.fail(str(e))
 
 
 def training_input(ds: tf.data.Dataset, global_batch_size: int, seed: int, step: int = 0):
@@ -95,12 +141,10 @@ def summary_writer(strategy, name: str):
   return tf.summary.create_file_writer(os.path.join(FLAGS.model_dir, name))
 
 
-def run_flags(main_module: str) -> dict:
-  """Every flag of the shared set and of the method's main (`main_module`, its __name__) by name,
-  as JSON stores them: what a run was started with."""
-  defined = (FLAGS.get_flags_for_module(common_flags.__name__)
-             + FLAGS.get_flags_for_module(main_module))
-  return json.loads(json.dumps({flag.name: flag.value for flag in defined}))
+def run_flags(method: Method) -> dict:
+  """Every flag of the method (the shared ones and its own) by name, as JSON stores them: what a
+  run was started with."""
+  return json.loads(json.dumps({name: FLAGS[name].value for name in method.flags}))
 
 
 def stored_flags(run: dict) -> dict:
@@ -111,23 +155,22 @@ def stored_flags(run: dict) -> dict:
 
 def stored_run():
   """run.json of --model_dir, or None before the run has started."""
-  path = os.path.join(FLAGS.model_dir, RUN_FILE)
-  return files.read_json(path) if tf.io.gfile.exists(path) else None
+  return run_file.read(FLAGS.model_dir)
 
 
 def rewrite_run(run: dict, strategy):
   """Writes `run` as run.json (the chief, atomically): when a run starts, and again once training
   has decided a setting of the model that the flags leave open."""
   if distribute.is_chief(strategy):
-    files.write_json(os.path.join(FLAGS.model_dir, RUN_FILE), run)
+    files.write_json(run_file.path(FLAGS.model_dir), run)
 
 
-def save_or_check_run(method: str, main_module: str, model_config, strategy):
+def save_or_check_run(method: Method, model_config, strategy):
   """Saves what the run is (method, precision, model config, flags) in model_dir/run.json, or
   checks that a resumed run continues it; returns what is stored there."""
   wanted = json.loads(json.dumps(  # tuples → lists, as stored
-      {"method": method, "dataset": FLAGS.dataset, "mixed_precision": FLAGS.mixed_precision,
-       "model": dataclasses.asdict(model_config), "flags": run_flags(main_module)}))
+      {"method": method.name, "dataset": FLAGS.dataset, "mixed_precision": FLAGS.mixed_precision,
+       "model": dataclasses.asdict(model_config), "flags": run_flags(method)}))
   stored = stored_run()
   if stored is not None:
     # Only the chief compares flags (its refusal stops the cluster): the others may differ in
@@ -146,12 +189,12 @@ def check_resumed_run(stored: dict, wanted: dict, compare_flags: bool = True):
   stored_precision = stored.get("mixed_precision", "off")
   if (stored_precision == "mixed_float16") != (FLAGS.mixed_precision == "mixed_float16"):
     # The loss scale is optimizer state: the checkpoints would not restore into the optimizer.
-    fail(f"{FLAGS.model_dir} was trained with --mixed_precision={stored_precision}; "
-         "mixed_float16 keeps a loss scale in the optimizer's checkpointed state, so resume "
-         f"with --mixed_precision={stored_precision} or use a new --model_dir.")
+    command.fail(f"{FLAGS.model_dir} was trained with --mixed_precision={stored_precision}; "
+                 "mixed_float16 keeps a loss scale in the optimizer's checkpointed state, so resume "
+                 f"with --mixed_precision={stored_precision} or use a new --model_dir.")
   if stored["method"] != wanted["method"]:
-    fail(f"{FLAGS.model_dir} holds a {stored['method']} model, not {wanted['method']}; "
-         "use a new --model_dir.")
+    command.fail(f"{FLAGS.model_dir} holds a {stored['method']} model, not {wanted['method']}; "
+                 "use a new --model_dir.")
   before = stored_flags(stored)
   # str(): a flag whose type changed keeps its value (--num_clusters was an integer, now "10")
   changed = {name: (before[name], value) for name, value in wanted["flags"].items()
@@ -165,8 +208,8 @@ def check_resumed_run(stored: dict, wanted: dict, compare_flags: bool = True):
   refused = sorted(changed.keys() - RESUMABLE_FLAGS)
   if refused:
     listed = "; ".join(f"{name}: {changed[name][0]} → {changed[name][1]}" for name in refused)
-    fail(f"{FLAGS.model_dir} holds a run with other settings ({listed}). Resume it with the "
-         f"settings it was started with (they are in {RUN_FILE}) or use a new --model_dir.")
+    command.fail(f"{FLAGS.model_dir} holds a run with other settings ({listed}). Resume it with the "
+                 f"settings it was started with (they are in {run_file.NAME}) or use a new --model_dir.")
 
 
 def use_run_data(run: dict):
@@ -185,23 +228,22 @@ def use_run_data(run: dict):
   size, channels = run["model"]["image_size"], run["model"]["channels"]
   given = (FLAGS.image_size, FLAGS.channels or data.natural_channels(FLAGS.dataset))
   if given != (size, channels):
-    fail(f"{FLAGS.model_dir} holds a model of {size}×{size} images with {channels} channel(s); "
-         f"--dataset={FLAGS.dataset} --image_size={FLAGS.image_size} --channels={FLAGS.channels} "
-         f"gives {given[0]}×{given[0]} with {given[1]}. Leave out the data flags to evaluate on "
-         "the run's own data, or pass its --image_size and --channels.")
+    command.fail(f"{FLAGS.model_dir} holds a model of {size}×{size} images with {channels} channel(s); "
+                 f"--dataset={FLAGS.dataset} --image_size={FLAGS.image_size} --channels={FLAGS.channels} "
+                 f"gives {given[0]}×{given[0]} with {given[1]}. Leave out the data flags to evaluate on "
+                 "the run's own data, or pass its --image_size and --channels.")
 
 
-def prepare_run(method: str, main_module: str, config_from_flags, strategy):
+def prepare_run(method: Method, strategy):
   """(run.json contents, training dataset): with --mode=eval the stored run and no dataset (the
-  run's data flags in effect); otherwise the training split, and the run (its flags from the
-  shared set and `main_module`, its model config built from the data by
-  `config_from_flags(info)`) saved or checked against a resumed run."""
+  run's data flags in effect); otherwise the training split, and the run (its model config built
+  from the flags and the data by method.config(info)) saved or checked against a resumed run."""
   if FLAGS.mode == "eval":
-    run = load_run(method)
-    use_run_data(run)
-    return run, None
+    stored = load_run(method.name)
+    use_run_data(stored)
+    return stored, None
   train_ds, info = load_split(train=True)
-  return save_or_check_run(method, main_module, config_from_flags(info), strategy), train_ds
+  return save_or_check_run(method, method.config(info), strategy), train_ds
 
 
 def resume(checkpoint: tf.train.Checkpoint, step_counter: tf.Variable, strategy,
@@ -211,7 +253,7 @@ def resume(checkpoint: tf.train.Checkpoint, step_counter: tf.Variable, strategy,
   if restore:
     restored = training.restore(checkpoint, FLAGS.model_dir)
     if FLAGS.mode == "eval" and not restored:
-      fail(f"No checkpoint in {FLAGS.model_dir}; train first.")
+      command.fail(f"No checkpoint in {FLAGS.model_dir}; train first.")
   trainer = training.Trainer(strategy, step_counter, checkpoint,
                              distribute.writable_dir(FLAGS.model_dir, strategy),
                              summary_writer(strategy, "train"), FLAGS.batch_size, FLAGS.log_every,
@@ -234,10 +276,13 @@ def load_run(method: str) -> dict:
   """run.json of an existing model_dir (for --mode=eval and exports)."""
   stored = stored_run()
   if stored is None:
-    fail(f"{FLAGS.model_dir} holds no trained model ({RUN_FILE} is missing); train first.")
+    command.fail(f"{FLAGS.model_dir} holds no trained model ({run_file.NAME} is missing); train first.")
   if stored["method"] != method:
-    fail(f"{FLAGS.model_dir} holds a {stored['method']} model, not {method}.")
+    command.fail(f"{FLAGS.model_dir} holds a {stored['method']} model, not {method}.")
   return stored
+
+
+_traced = weakref.WeakKeyDictionary()  # outputs_fn → its tf.function, traced once per model
 
 
 def evaluate(outputs_fn, num_clusters: int, step: int, strategy, writer,
@@ -245,12 +290,14 @@ def evaluate(outputs_fn, num_clusters: int, step: int, strategy, writer,
   """Clusters --eval_split with `outputs_fn(images) → {"probabilities", "embedding"}`, logs
   scores to TensorBoard and (with write_files) writes MODEL_DIR/eval/*; only the chief writes
   anything."""
-  ds, info = load_split(train=False, channels=channels)
-  predictions = evaluation.predict(
-      tf.function(outputs_fn), data.evaluation_batches(ds, FLAGS.eval_batch_size), num_clusters,
-      projector_examples=FLAGS.projector_examples if write_files else 0)
-  if not distribute.is_chief(strategy):
+  if not distribute.is_chief(strategy):  # what the others would compute, nobody would read
     return None
+  ds, info = load_split(train=False, channels=channels)
+  if outputs_fn not in _traced:
+    _traced[outputs_fn] = tf.function(outputs_fn)
+  predictions = evaluation.predict(
+      _traced[outputs_fn], data.evaluation_batches(ds, FLAGS.eval_batch_size), num_clusters,
+      projector_examples=FLAGS.projector_examples if write_files else 0)
   eval_dir = os.path.join(FLAGS.model_dir, "eval")
   result = evaluation.summarize(predictions, num_clusters, step, over_clustering)
   figures = evaluation.pictures(predictions, num_clusters, info.class_names, over_clustering)

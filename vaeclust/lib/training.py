@@ -8,6 +8,7 @@ import time
 from typing import Callable, Dict, Optional
 
 from absl import logging
+import keras
 import tensorflow as tf
 
 
@@ -78,16 +79,20 @@ class Trainer:
                  self.global_batch_size)
     started, last_time, last_step = time.time(), time.time(), start
     self.non_finite_step.assign(-1)
+    means = {}  # of every log over the steps since the last log line: what it and TensorBoard show
     while self.step < until_step:
       step = self.step
       num_steps = min(until_step, _next_multiple(step, self.log_every),
                       _next_multiple(step, self.checkpoint_every)) - step
       for _ in range(num_steps):
-        logs = run_step(iterator)
-      logs = {name: float(value) for name, value in logs.items()}
+        for name, value in run_step(iterator).items():  # no host sync: the means stay on device
+          means.setdefault(name, keras.metrics.Mean(dtype="float64")).update_state(value)
       self._stop_if_non_finite(phase)
       step = self.step
       if step % self.log_every == 0 or step == until_step:
+        logs = {name: float(mean.result()) for name, mean in means.items()}
+        for mean in means.values():
+          mean.reset_state()
         now = time.time()
         rate = (step - last_step) / max(now - last_time, 1e-9)
         eta = (until_step - step) / max(rate, 1e-9)
