@@ -1,4 +1,5 @@
 """Flags every clustering run understands (both methods; other tools rely on these names)."""
+import functools
 import sys
 
 from absl import flags
@@ -38,56 +39,61 @@ _in_use = []  # the method flags now in absl's FLAGS
 
 def _define(fv: flags.FlagValues):
   """Defines the shared flags and their checks in `fv`."""
-  flags.DEFINE_enum("dataset", "mnist5k", data.DATASETS,
-                    "Images to cluster: a tfds name, a bundled set (mnist5k, digits) or `folder`.", flag_values=fv)
-  flags.DEFINE_string("data_dir", None,
-                      "tfds data directory (prepared datasets), or the image folder for "
-                      "--dataset=folder (sub-folder names, if any, are labels used only to score).", flag_values=fv)
-  flags.DEFINE_string("train_split", None, "Split to train on (tfds syntax, e.g. train+unlabelled); "
-                      "default: the dataset's usual clustering split.", flag_values=fv)
-  flags.DEFINE_string("eval_split", None, "Split to evaluate on; default as --train_split.", flag_values=fv)
-  flags.DEFINE_integer("image_size", 28, "Images are resized to image_size × image_size.", flag_values=fv)
-  flags.DEFINE_integer("channels", 0, "1 (grey) or 3 (colour); 0 keeps the dataset's own.", flag_values=fv)
-  flags.DEFINE_boolean("crop_to_bbox", False, "Crop to the dataset's bounding box where it has one.", flag_values=fv)
-  flags.DEFINE_string("num_clusters", "10", "Number of clusters K (at least 2), or `auto`: "
-                     "Variational Clustering chooses K without labels after its warm-up, within "
-                     "--num_clusters_range.", flag_values=fv)
-  flags.DEFINE_integer("batch_size", 128, "Global batch size (split evenly across replicas).", flag_values=fv)
-  flags.DEFINE_integer("eval_batch_size", 256, "Batch size for evaluation.", flag_values=fv)
-  flags.DEFINE_integer("projector_examples", 10_000, "Evaluated images whose embeddings, "
-                       "thumbnails and clusters the evaluation writes for TensorBoard's Projector "
-                       "tab (MODEL_DIR/eval/projector/; the first ones in evaluation order). 0: none.",
-                       lower_bound=0, flag_values=fv)
-  flags.DEFINE_integer("train_steps", 10_000, "Total training steps (warm-up included).", flag_values=fv)
-  flags.DEFINE_integer("seed", 0, "Random seed for weights, sampling and data order.", flag_values=fv)
-  flags.DEFINE_string("model_dir", None, "Directory for checkpoints, TensorBoard logs and eval/.", flag_values=fv)
-  flags.DEFINE_enum("mode", "train_and_eval", MODES,
-                    "train, eval (the newest checkpoint in --model_dir), or train_and_eval.", flag_values=fv)
-  flags.DEFINE_integer("log_every", 100, "Steps between progress lines and TensorBoard scalars.", flag_values=fv)
-  flags.DEFINE_integer("eval_every", 0, "Also score the clustering every this many training steps "
-                       "(TensorBoard eval/*; labels are only used to score). 0: only at the end.", flag_values=fv)
-  flags.DEFINE_integer("checkpoint_every", 1000, "Steps between checkpoints.", flag_values=fv)
-  flags.DEFINE_integer("keep_checkpoints", 3, "How many recent checkpoints to keep.", flag_values=fv)
-  flags.DEFINE_enum("strategy", "mirrored", distribute.STRATEGIES,
-                    "tf.distribute strategy: mirrored (all local GPUs, else CPU), multi_worker "
-                    "(from TF_CONFIG), one_device, tpu.", flag_values=fv)
-  flags.DEFINE_integer("cpu_devices", 1, "Split the CPU into this many logical devices (replicas).", flag_values=fv)
-  flags.DEFINE_enum("mixed_precision", "off", ["off", "mixed_float16", "mixed_bfloat16"],
-                    "Compute in 16-bit floats with float32 weights (mixed_float16 adds dynamic loss "
-                    "scaling; use mixed_bfloat16 on TPUs and recent CPUs). The mixture prior, KL "
-                    "terms, softmaxes and losses stay float32.", flag_values=fv)
-  flags.DEFINE_boolean("jit_compile", False, "Compile each training step with XLA.", flag_values=fv)
+  enum, string, integer, boolean, required, validator, multi_validator = (
+      functools.partial(define, flag_values=fv) for define in (
+          flags.DEFINE_enum, flags.DEFINE_string, flags.DEFINE_integer, flags.DEFINE_boolean,
+          flags.mark_flag_as_required, flags.register_validator,
+          flags.register_multi_flags_validator))
+  enum("dataset", "mnist5k", data.DATASETS,
+       "Images to cluster: a tfds name, a bundled set (mnist5k, digits) or `folder`.")
+  string("data_dir", None,
+         "tfds data directory (prepared datasets), or the image folder for "
+         "--dataset=folder (sub-folder names, if any, are labels used only to score).")
+  string("train_split", None, "Split to train on (tfds syntax, e.g. train+unlabelled); "
+         "default: the dataset's usual clustering split.")
+  string("eval_split", None, "Split to evaluate on; default as --train_split.")
+  integer("image_size", 28, "Images are resized to image_size × image_size.")
+  integer("channels", 0, "1 (grey) or 3 (colour); 0 keeps the dataset's own.")
+  boolean("crop_to_bbox", False, "Crop to the dataset's bounding box where it has one.")
+  string("num_clusters", "10", "Number of clusters K (at least 2), or `auto`: "
+         "Variational Clustering chooses K without labels after its warm-up, within "
+         "--num_clusters_range.")
+  integer("batch_size", 128, "Global batch size (split evenly across replicas).")
+  integer("eval_batch_size", 256, "Batch size for evaluation.")
+  integer("projector_examples", 10_000, "Evaluated images whose embeddings, "
+          "thumbnails and clusters the evaluation writes for TensorBoard's Projector "
+          "tab (MODEL_DIR/eval/projector/; the first ones in evaluation order). 0: none.",
+          lower_bound=0)
+  integer("train_steps", 10_000, "Total training steps (warm-up included).")
+  integer("seed", 0, "Random seed for weights, sampling and data order.")
+  string("model_dir", None, "Directory for checkpoints, TensorBoard logs and eval/.")
+  enum("mode", "train_and_eval", MODES,
+       "train, eval (the newest checkpoint in --model_dir), or train_and_eval.")
+  integer("log_every", 100, "Steps between progress lines and TensorBoard scalars.")
+  integer("eval_every", 0, "Also score the clustering every this many training steps "
+          "(TensorBoard eval/*; labels are only used to score). 0: only at the end.")
+  integer("checkpoint_every", 1000, "Steps between checkpoints.")
+  integer("keep_checkpoints", 3, "How many recent checkpoints to keep.")
+  enum("strategy", "mirrored", distribute.STRATEGIES,
+       "tf.distribute strategy: mirrored (all local GPUs, else CPU), multi_worker "
+       "(from TF_CONFIG), one_device, tpu.")
+  integer("cpu_devices", 1, "Split the CPU into this many logical devices (replicas).")
+  enum("mixed_precision", "off", ["off", "mixed_float16", "mixed_bfloat16"],
+       "Compute in 16-bit floats with float32 weights (mixed_float16 adds dynamic loss "
+       "scaling; use mixed_bfloat16 on TPUs and recent CPUs). The mixture prior, KL "
+       "terms, softmaxes and losses stay float32.")
+  boolean("jit_compile", False, "Compile each training step with XLA.")
 
-  flags.mark_flag_as_required("model_dir", flag_values=fv)
-  flags.register_validator("num_clusters", lambda v: v == AUTO or (v.isdigit() and int(v) >= 2),
-                           message="--num_clusters must be an integer of at least 2, or auto.", flag_values=fv)
+  required("model_dir")
+  validator("num_clusters", lambda v: v == AUTO or (v.isdigit() and int(v) >= 2),
+            message="--num_clusters must be an integer of at least 2, or auto.")
   for name, low in (("batch_size", 1), ("eval_batch_size", 1),
                     ("train_steps", 0), ("image_size", 8), ("log_every", 1),
                     ("checkpoint_every", 1), ("keep_checkpoints", 1), ("cpu_devices", 1)):
-    flags.register_validator(name, lambda value, low=low: value is not None and value >= low,
-                             message=f"--{name} must be at least {low}.", flag_values=fv)
-  flags.register_multi_flags_validator(
+    validator(name, lambda value, low=low: value is not None and value >= low,
+              message=f"--{name} must be at least {low}.")
+  multi_validator(
       ["eval_every", "log_every"], lambda f: f["eval_every"] % f["log_every"] == 0,
-      message="--eval_every must be a multiple of --log_every (0: evaluate only at the end).", flag_values=fv)
-  flags.register_validator("channels", lambda value: value in (0, 1, 3),
-                           message="--channels must be 0 (dataset's own), 1 or 3.", flag_values=fv)
+      message="--eval_every must be a multiple of --log_every (0: evaluate only at the end).")
+  validator("channels", lambda value: value in (0, 1, 3),
+            message="--channels must be 0 (dataset's own), 1 or 3.")
