@@ -77,15 +77,17 @@ class Servable:
 
 
 def directory_signature(path: str) -> tuple:
-  """(file, size, mtime) of every file under path; changes while a copy is in progress."""
+  """(file, size, mtime) of every file under path (tf.io.gfile: local or e.g. gs://); changes
+  while a copy is in progress."""
   entries = []
-  for root, _, names in os.walk(path):
+  for root, _, names in tf.io.gfile.walk(path):
     for name in names:
       try:
-        stat = os.stat(os.path.join(root, name))
-      except FileNotFoundError:  # removed while we looked
+        stat = tf.io.gfile.stat(os.path.join(root, name))
+      except tf.errors.NotFoundError:  # removed while we looked
         continue
-      entries.append((os.path.relpath(os.path.join(root, name), path), stat.st_size, stat.st_mtime_ns))
+      entries.append((os.path.relpath(os.path.join(root, name), path), stat.length,
+                      stat.mtime_nsec))
   return tuple(sorted(entries))
 
 
@@ -244,7 +246,7 @@ class ModelManager:
     served = self.current.version if self.current else 0
     candidates = {v: directory_signature(os.path.join(self.base_path, str(v)))
                   for v in saved_model.versions(self.base_path) if v > served and
-                  os.path.exists(os.path.join(self.base_path, str(v), "saved_model.pb"))}
+                  tf.io.gfile.exists(os.path.join(self.base_path, str(v), "saved_model.pb"))}
     newest = max((v for v, signature in candidates.items() if self._failed.get(v) != signature),
                  default=None)
     if newest is None:
@@ -420,7 +422,7 @@ def define_flags():
 
 def main(argv):
   del argv
-  if not os.path.isdir(FLAGS.model_base_path):
+  if not tf.io.gfile.isdir(FLAGS.model_base_path):
     command.fail(f"--model_base_path {FLAGS.model_base_path} is not a directory.")
   credentials = None
   if FLAGS.ssl_cert_file:
