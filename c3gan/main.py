@@ -122,7 +122,7 @@ def summaries(model, writer, step: int, final: bool):
 
 METHOD = experiment.Method(
     name="c3gan", flags=METHOD_FLAGS, config=config_from_flags, build=build, train=train,
-    scoring=lambda model: (model.config.num_codes, model.config.over_clustering),
+    scoring=lambda model: (model.config.num_outputs, model.config.over_clustering),
     summaries=summaries)
 
 

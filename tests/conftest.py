@@ -1,5 +1,6 @@
 """Shared test set-up: quiet TensorFlow, CPU only (split in two logical devices), fixed seeds;
-runners of the entry points, in this process (`main`) and as a command (`run_module`); free ports."""
+runners of the entry points, in this process (`vc_main`, `c3gan_main`, `in_process`) and as a
+command (`run_module`, `start_module`); free ports."""
 import contextlib
 import dataclasses
 import functools
@@ -17,11 +18,19 @@ os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
 import pytest  # pylint: disable=g-import-not-at-top,wrong-import-position
 import tensorflow as tf  # pylint: disable=g-import-not-at-top,wrong-import-position
+from absl import flags  # pylint: disable=g-import-not-at-top,wrong-import-position
+from absl import logging as absl_logging  # pylint: disable=g-import-not-at-top,wrong-import-position
+import keras  # pylint: disable=g-import-not-at-top,wrong-import-position
+
 
 # Two logical CPU devices (before TensorFlow initialises its devices), so that in-process tests
 # can run MirroredStrategy with two replicas.
 tf.config.set_logical_device_configuration(tf.config.list_physical_devices("CPU")[0],
                                            [tf.config.LogicalDeviceConfiguration()] * 2)
+
+# After the split: the project's modules are imported once TensorFlow's devices are configured.
+from vaeclust.lib import common_flags  # pylint: disable=g-import-not-at-top,wrong-import-position
+from vaeclust.lib import experiment  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
@@ -35,15 +44,9 @@ class Finished:
   stdout: str = ""
 
 
-def run_in_process(main_module: str, *args, check: bool = True, timeout=None) -> Finished:
+def run_in_process(main_module: str, *args, check: bool = True) -> Finished:
   """`python -m <main_module> ARGS` (vaeclust.main or c3gan.main) in this process: its flags
   parsed as app.run would, its run, its exit (flag errors: 1, `fail`: 2) and its log."""
-  del timeout  # a command's; kept so tests call both runners alike
-  from absl import flags  # pylint: disable=g-import-not-at-top
-  import keras  # pylint: disable=g-import-not-at-top
-  from absl import logging as absl_logging  # pylint: disable=g-import-not-at-top
-  from vaeclust.lib import common_flags  # pylint: disable=g-import-not-at-top
-  from vaeclust.lib import experiment  # pylint: disable=g-import-not-at-top
   method = importlib.import_module(main_module).METHOD
   common_flags.use(method.flags)
   flags.FLAGS.unparse_flags()

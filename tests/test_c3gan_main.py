@@ -50,7 +50,7 @@ def test_train_eval_and_resume(c3gan_tiny, c3gan_main, tmp_path):
   assert _metrics(model_dir)["acc"] == pytest.approx(metrics["acc"])
 
   refused = c3gan_main(*c3gan_tiny, f"--model_dir={model_dir}", "--train_steps=30", "--beta_1=0.9",
-                     check=False, timeout=120)
+                     check=False)
   assert refused.returncode == 2 and "(beta_1: 0.5 → 0.9)" in refused.stderr
   resumed = c3gan_main(*c3gan_tiny, f"--model_dir={model_dir}", "--train_steps=30", "--checkpoint_every=10",
                      "--mode=train")
@@ -87,7 +87,7 @@ def test_eval_of_an_empty_model_dir_says_train_first(run_module, tmp_path):
 def test_model_dir_of_the_other_method_is_refused(c3gan_tiny, c3gan_main, tmp_path):
   with open(tmp_path / "run.json", "w") as f:
     json.dump({"method": "variational_clustering", "dataset": "digits", "model": {}}, f)
-  result = c3gan_main(*c3gan_tiny, f"--model_dir={tmp_path}", "--mode=eval", check=False, timeout=120)
+  result = c3gan_main(*c3gan_tiny, f"--model_dir={tmp_path}", "--mode=eval", check=False)
   assert result.returncode == 2 and "not c3gan" in result.stderr
 
 

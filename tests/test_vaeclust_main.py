@@ -223,7 +223,7 @@ def test_initial_posterior_scale_prevents_the_collapse_after_the_gmm_initialisat
 ])
 def test_bad_flags_fail_before_any_work(vc_tiny, vc_main, tmp_path, flag, message):
   result = vc_main(*vc_tiny, f"--model_dir={tmp_path}", "--train_steps=10", *flag.split(),
-                    check=False, timeout=120)
+                    check=False)
   assert result.returncode != 0 and message in result.stderr
   assert not os.listdir(tmp_path)
 
@@ -261,7 +261,7 @@ def test_eval_alone_scores_the_model_on_the_data_it_was_trained_on(vc_main, trai
   vc_main("--mode=eval", f"--model_dir={model_dir}")  # README's form: no data flags
   assert metrics.read_text() == trained_metrics
   for flag, given in (("--image_size=28", "28×28 with 1"), ("--channels=3", "8×8 with 3")):
-    refused = vc_main("--mode=eval", f"--model_dir={model_dir}", flag, check=False, timeout=120)
+    refused = vc_main("--mode=eval", f"--model_dir={model_dir}", flag, check=False)
     assert refused.returncode == 2 and "Traceback" not in refused.stderr
     assert "holds a model of 8×8 images with 1 channel(s); " in refused.stderr
     assert f"gives {given}." in refused.stderr
@@ -291,8 +291,7 @@ def test_resume_with_other_data_or_training_flags_is_refused_with_the_difference
       (["--learning_rate=0.01", "--kl_warmup_steps=5", "--batch_size=32"],
        ["batch_size: 64 → 32", "kl_warmup_steps: 0 → 5", "learning_rate: 0.001 → 0.01"]),
       (["--latent_dim=4"], ["latent_dim: 8 → 4"])):
-    refused = vc_main(*vc_tiny, f"--model_dir={trained}", "--train_steps=40", *flags, check=False,
-                       timeout=120)
+    refused = vc_main(*vc_tiny, f"--model_dir={trained}", "--train_steps=40", *flags, check=False)
     assert refused.returncode == 2 and "Traceback" not in refused.stderr
     assert f"holds a run with other settings ({'; '.join(listed)})" in refused.stderr
   assert _latest_step(trained) == 20
@@ -338,18 +337,18 @@ def test_folder_without_a_readable_image_stops_before_training(vc_main, tmp_path
   (tmp_path / "images").mkdir()
   (tmp_path / "images" / "empty.jpg").write_bytes(b"")
   result = vc_main("--dataset=folder", f"--data_dir={tmp_path / 'images'}",
-                    f"--model_dir={tmp_path / 'run'}", "--batch_size=4", check=False, timeout=120)
+                    f"--model_dir={tmp_path / 'run'}", "--batch_size=4", check=False)
   assert result.returncode == 2 and "None of the 1 image files" in result.stderr
   assert "Traceback" not in result.stderr and not os.path.exists(tmp_path / "run")
 
 
 def test_eval_of_an_empty_model_dir_says_train_first(vc_main, tmp_path):
-  result = vc_main("--mode=eval", f"--model_dir={tmp_path}", check=False, timeout=120)
+  result = vc_main("--mode=eval", f"--model_dir={tmp_path}", check=False)
   assert result.returncode == 2 and "train first" in result.stderr
 
 
 @pytest.mark.parametrize("config", ["mnist", "fashion_mnist", "cifar10", "stl10"])
 def test_full_reproduction_configs_parse_and_look_for_their_data(vc_main, tmp_path, config):
   result = vc_main(f"--flagfile=configs/{config}.flags", f"--data_dir={tmp_path / 'tfds'}",
-                    f"--model_dir={tmp_path / 'run'}", check=False, timeout=120)
+                    f"--model_dir={tmp_path / 'run'}", check=False)
   assert result.returncode == 2 and "is not prepared under" in result.stderr

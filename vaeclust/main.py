@@ -245,7 +245,7 @@ def summaries(model, writer, step: int, final: bool):
 
 METHOD = experiment.Method(
     name="variational_clustering", flags=METHOD_FLAGS, config=config_from_flags, build=build,
-    train=train, scoring=lambda model: (model.config.num_clusters, 1), summaries=summaries,
+    train=train, scoring=lambda model: (model.config.num_outputs, 1), summaries=summaries,
     resumed=resumed)
 
 

@@ -48,7 +48,7 @@ class Method:
   # (model, run, training dataset, Trainer, strategy, evaluate) → (trained model, its Trainer);
   # evaluate(model, step, write_files=True) scores a model (see `run`)
   train: Callable
-  scoring: Callable[[Any], tuple]  # model → (its number of clusters, over-clustering)
+  scoring: Callable[[Any], tuple]  # model → (config.num_outputs, over-clustering: its codes per class)
   # (model, writer, step, final) → the method's own evaluation summaries (the chief only)
   summaries: Optional[Callable] = None
   # run.json contents → what to build on resuming (e.g. a setting training has decided since)
