@@ -18,6 +18,7 @@ import tensorflow as tf
 from c3gan import losses
 from c3gan import networks
 from vaeclust.lib import augment
+from vaeclust.lib import contrastive as contrastive_lib
 from vaeclust.lib import distribute
 from vaeclust.lib import hparams
 from vaeclust.lib import noise as noise_lib
@@ -319,10 +320,8 @@ class C3GAN(keras.Model):
                                              c.temperature)
         per_example += c.info_fg_weight * terms["d_info_fg"]
       # negatives from the whole global batch, as on one replica
-      both, offset = distribute.cross_replica_concat(
-          tf.concat([real_embedding, view_embedding], axis=-1))
-      contrastive = losses.nt_xent(real_embedding, view_embedding, c.contrastive_temperature,
-                                   both[:, :c.embedding_dim], both[:, c.embedding_dim:], offset)
+      contrastive = contrastive_lib.global_nt_xent(real_embedding, view_embedding,
+                                                   c.contrastive_temperature)
       mean_probabilities = distribute.global_batch_mean(tf.nn.softmax(real_logits))
       balance = losses.balance_entropy(mean_probabilities)
       # Each replica adds the same global term; gradients of the all-reduce sum them back once.

@@ -146,3 +146,20 @@ def test_resumed_training_batches_continue_the_uninterrupted_stream(resumed_at):
   first, second = stream[:1797], stream[1797:2 * 1797]
   assert len(set(first)) == 1797 and sorted(first) == sorted(second)  # every epoch is the set
   assert first.tolist() != second.tolist()  # in another order
+
+
+def test_a_folder_of_grey_images_loads_as_grey_and_one_colour_image_makes_it_colour(tmp_path):
+  rng = np.random.default_rng(0)
+  grey = rng.integers(0, 256, (6, 6), dtype=np.uint8)
+  Image.fromarray(grey, "L").save(tmp_path / "a.png")
+  Image.fromarray(np.stack([grey] * 3, axis=-1), "RGB").save(tmp_path / "b.png")  # R = G = B
+  Image.fromarray(grey, "L").save(tmp_path / "c.jpg")
+  assert data.natural_channels("folder", str(tmp_path)) == 1
+  ds, info = data.load("folder", split="all", image_size=6, data_dir=str(tmp_path))
+  assert info.channels == 1 and next(iter(ds))["image"].shape == (6, 6, 1)
+  colour = rng.integers(0, 256, (6, 6, 3), dtype=np.uint8)
+  colour[0, 0] = (200, 10, 10)
+  Image.fromarray(colour, "RGB").save(tmp_path / "d.png")
+  data.list_image_folder.cache_clear()  # the listing is cached per folder
+  assert data.natural_channels("folder", str(tmp_path)) == 3
+  assert data.load("folder", split="all", image_size=6, data_dir=str(tmp_path))[1].channels == 3

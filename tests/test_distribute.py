@@ -62,7 +62,8 @@ def test_noise_rows_of_two_replicas_are_the_one_replica_draws():
 
 
 VC_CONFIG = dict(image_size=8, channels=1, num_clusters=4, latent_dim=3, conv_filters=(8,),
-                 hidden_units=16, balance_weight=1.0, consistency_weight=0.5, seed=4)
+                 hidden_units=16, balance_weight=1.0, consistency_weight=0.5,
+                 warmup_contrastive_weight=0.5, seed=4)
 
 
 def _vc_model(strategy):

@@ -214,7 +214,8 @@ def test_initial_posterior_scale_prevents_the_collapse_after_the_gmm_initialisat
 @pytest.mark.parametrize("flag, message", [
     ("--num_clusters=1", "--num_clusters must be an integer of at least 2, or auto"),
     ("--num_clusters=auto --pretrain_steps=0", "--num_clusters=auto chooses K on the warm-up's "
-     "codes: it needs --pretrain_steps > 0"),
+     "codes: it needs a warm-up"),
+    ("--train_epochs=-1", "flag --train_epochs=-1: -1.0 is not a non-negative number"),
     ("--num_clusters=auto --num_clusters_range=5,3", "--num_clusters_range must be two integers"),
     ("--pretrain_steps=50", "--pretrain_steps must be between 0 and --train_steps"),
     ("--initial_posterior_scale=-1", "--initial_posterior_scale must be >= 0"),
@@ -352,3 +353,35 @@ def test_full_reproduction_configs_parse_and_look_for_their_data(vc_main, tmp_pa
   result = vc_main(f"--flagfile=configs/{config}.flags", f"--data_dir={tmp_path / 'tfds'}",
                     f"--model_dir={tmp_path / 'run'}", check=False)
   assert result.returncode == 2 and "is not prepared under" in result.stderr
+
+
+def _template_folder(root, mode: str, classes: int = 4, per_class: int = 60, size: int = 16):
+  """Class folders of noisy copies of random block templates (grey or colour PNG files)."""
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  channels = 3 if mode == "RGB" else 1
+  templates = np.kron(rng.random((classes, 4, 4, channels)) < 0.5, np.ones((1, 4, 4, 1)))
+  for k, template in enumerate(templates):
+    (root / f"class{k}").mkdir(parents=True)
+    for i in range(per_class):
+      pixels = np.clip(template * 200.0 + 30 + rng.normal(0, 15, template.shape), 0, 255)
+      Image.fromarray(pixels.astype(np.uint8).squeeze(-1) if channels == 1
+                      else pixels.astype(np.uint8), mode).save(root / f"class{k}" / f"{i}.png")
+
+
+@pytest.mark.parametrize("mode, channels", [("L", 1), ("RGB", 3)])
+def test_the_folder_recipe_sizes_its_run_by_the_folder(vc_main, tmp_path, mode, channels):
+  _template_folder(tmp_path / "images", mode)
+  model_dir = tmp_path / "run"
+  # the documented command with what a user knows, and a smaller network to stay quick
+  vc_main("--flagfile=configs/folder.flags", f"--data_dir={tmp_path / 'images'}",
+          "--num_clusters=4", "--image_size=16", f"--model_dir={model_dir}", "--conv_filters=8",
+          "--hidden_units=32", "--batch_size=32", "--pretrain_epochs=8", "--train_epochs=16",
+          "--gmm_restarts=3", "--log_every=10")
+  with open(model_dir / "run.json") as f:
+    run = json.load(f)
+  # 240 images: 8 epochs of batch 32 are 60 steps, 16 epochs 120
+  assert run["model"]["pretrain_steps"] == 60 and run["flags"]["train_steps"] == 120
+  assert run["model"]["channels"] == channels  # grey PNG files train as grey
+  with open(model_dir / "eval" / "metrics.json") as f:
+    assert json.load(f)["acc"] > 0.9

@@ -12,6 +12,7 @@ import tensorflow as tf
 from vaeclust import model as vc_model
 from vaeclust import num_clusters as num_clusters_lib
 from vaeclust import prior_init
+from vaeclust.lib import command
 from vaeclust.lib import common_flags
 from vaeclust.lib import data
 from vaeclust.lib import distribute
@@ -43,6 +44,12 @@ flags.DEFINE_enum("gmm_selection", "augmentation", prior_init.CRITERIA,
                   "too small to augment), likelihood (highest), or coassociation (none: the prior "
                   "is fitted to the groups of images that the restarts put together most often).",
                   flag_values=METHOD_FLAGS)
+flags.DEFINE_float("pretrain_epochs", 0.0, "Warm-up length in passes over the training images; "
+                   "sets --pretrain_steps from the number of images and --batch_size (0: use "
+                   "--pretrain_steps).", lower_bound=0.0, flag_values=METHOD_FLAGS)
+flags.DEFINE_float("train_epochs", 0.0, "Training length (warm-up included) in passes over the "
+                   "training images; sets --train_steps likewise (0: use --train_steps).",
+                   lower_bound=0.0, flag_values=METHOD_FLAGS)
 flags.DEFINE_list("num_clusters_range", ["2", "30"], "With --num_clusters=auto: the smallest and "
                   "largest K to choose from (by the BIC of Gaussian mixtures fitted to the warm-up "
                   "codes).", flag_values=METHOD_FLAGS)
@@ -60,9 +67,11 @@ flags.register_validator(
     message="--num_clusters_range must be two integers low,high with 2 <= low <= high.",
     flag_values=METHOD_FLAGS)
 flags.register_multi_flags_validator(
-    ["num_clusters", "pretrain_steps", "mode"],
-    lambda f: f["num_clusters"] != common_flags.AUTO or f["pretrain_steps"] > 0 or f["mode"] == "eval",
-    message="--num_clusters=auto chooses K on the warm-up's codes: it needs --pretrain_steps > 0.",
+    ["num_clusters", "pretrain_steps", "pretrain_epochs", "mode"],
+    lambda f: f["num_clusters"] != common_flags.AUTO or f["pretrain_steps"] > 0
+    or f["pretrain_epochs"] > 0 or f["mode"] == "eval",
+    message="--num_clusters=auto chooses K on the warm-up's codes: it needs a warm-up "
+    "(--pretrain_steps or --pretrain_epochs > 0).",
     flag_values=METHOD_FLAGS)
 flags.register_multi_flags_validator(
     ["pretrain_steps", "train_steps"], lambda f: 0 <= f["pretrain_steps"] <= f["train_steps"],
@@ -70,9 +79,27 @@ flags.register_multi_flags_validator(
 
 
 def config_from_flags(info: data.DatasetInfo) -> vc_model.Config:
+  steps_from_epochs(info)
   return hparams.from_flags(vc_model.Config, FLAGS, image_size=info.image_size,
                             channels=info.channels, num_clusters=num_clusters_of_run(),
                             seed=FLAGS.seed)
+
+
+def steps_from_epochs(info: data.DatasetInfo):
+  """Sets --pretrain_steps / --train_steps from --pretrain_epochs / --train_epochs (so that one
+  recipe fits folders of any size; run.json then records the steps)."""
+  for epochs, steps in (("pretrain_epochs", "pretrain_steps"), ("train_epochs", "train_steps")):
+    if not FLAGS[epochs].value:
+      continue
+    if not info.num_examples:
+      command.fail(f"--{epochs} needs the number of training images, which {info.name} does not "
+                   f"tell before reading them; give --{steps} instead.")
+    FLAGS[steps].value = max(1, round(FLAGS[epochs].value * info.num_examples / FLAGS.batch_size))
+    logging.info("--%s=%g: %s = %d (%d images, batch %d).", epochs, FLAGS[epochs].value, steps,
+                 FLAGS[steps].value, info.num_examples, FLAGS.batch_size)
+  if not 0 <= FLAGS.pretrain_steps <= FLAGS.train_steps:
+    command.fail(f"The warm-up ({FLAGS.pretrain_steps} steps) is longer than training "
+                 f"({FLAGS.train_steps} steps); --train_epochs includes the warm-up.")
 
 
 def num_clusters_of_run() -> int:

@@ -21,6 +21,7 @@ from vaeclust import losses
 from vaeclust import networks
 from vaeclust import prior as prior_lib
 from vaeclust.lib import augment
+from vaeclust.lib import contrastive as contrastive_lib
 from vaeclust.lib import distribute
 from vaeclust.lib import hparams
 from vaeclust.lib import noise as noise_lib
@@ -68,6 +69,18 @@ class Config:
                                      "q(c|augmented x); > 0 also warms up on augmented inputs.")
   pretrain_steps: int = _field(0, "Warm-up autoencoder steps, after which the mixture prior is "
                                "initialised from a GMM fitted to the codes (0: no warm-up).")
+  warmup_contrastive_weight: float = _field(
+      0.0, "Weight of NT-Xent (SimCLR) between the codes m(x) of two augmented views of each image "
+      "in the warm-up: codes that place an image near its augmented copies, so the mixture fitted "
+      "to them groups images by content more than by pixel overlap (0: a plain autoencoder). "
+      "Views: random affine warps for grey images, crop + flip + colour jitter + grey for colour.",
+      lambda v: v >= 0, "--warmup_contrastive_weight must be >= 0.")
+  contrastive_temperature: float = _field(0.5, "τ of the warm-up's NT-Xent.", lambda v: v > 0,
+                                          "--contrastive_temperature must be > 0.")
+  view_crop_scale: Tuple[float, float] = _field(
+      (0.3, 1.0), "Area range of the random crop of colour images' contrastive views.",
+      lambda v: len(v) == 2 and 0 < v[0] <= v[1] <= 1,
+      "--view_crop_scale must be low,high with 0 < low <= high <= 1.")
   # When the prior is initialised: q(z|x,c)'s scale is set to this fraction of the prior
   # components' own spread (0: left as the warm-up leaves it, i.e. untrained; see init_prior).
   initial_posterior_scale: float = _field(
@@ -277,15 +290,40 @@ class VariationalClustering(keras.Model):
     return logs
 
   def pretrain_step(self, data):
-    """Warm-up: a deterministic autoencoder on the code mean m(x) (the prior is untouched)."""
+    """Warm-up: a deterministic autoencoder on the code mean m(x) (the prior is untouched); with
+    augmentation it reconstructs each image from the code of a view of it, and with
+    warmup_contrastive_weight the codes of two views of an image also attract (NT-Xent)."""
+    c = self.config
     images = data["image"]
+    noise = self.step_noise(images)
     with tf.GradientTape() as tape:
-      inputs = self.augment(images, self.step_noise(images)) if self.config.consistency_weight else images
+      if c.warmup_contrastive_weight:
+        inputs, other = self.contrastive_view(images, noise), self.contrastive_view(images, noise)
+      else:
+        inputs = self.augment(images, noise) if c.consistency_weight else images
       z = tf.cast(self.code_mean(self.encoder(inputs, training=True)), tf.float32)
-      per_example = self.reconstruction_nll(self.decoder(z, training=True), images)
-      loss = tf.nn.compute_average_loss(per_example)
+      reconstruction = self.reconstruction_nll(self.decoder(z, training=True), images)
+      logs = {"reconstruction": tf.reduce_mean(reconstruction)}
+      loss = tf.nn.compute_average_loss(reconstruction)
+      total = logs["reconstruction"]
+      if c.warmup_contrastive_weight:
+        other_z = tf.cast(self.code_mean(self.encoder(other, training=True)), tf.float32)
+        contrastive = contrastive_lib.global_nt_xent(z, other_z, c.contrastive_temperature)
+        loss += c.warmup_contrastive_weight * tf.nn.compute_average_loss(contrastive)
+        logs["contrastive"] = tf.reduce_mean(contrastive)
+        total += c.warmup_contrastive_weight * logs["contrastive"]
     distribute.apply_gradients(self.optimizer, tape, loss, self.trainable_variables)
-    return {"loss": tf.reduce_mean(per_example), "reconstruction": tf.reduce_mean(per_example)}
+    return dict(logs, loss=total)
+
+  def contrastive_view(self, images, noise: noise_lib.BatchNoise):
+    """An augmented view for the warm-up's NT-Xent: a random affine warp of grey images; a
+    SimCLR view (crop, flip, colour jitter, grey) of colour images, whose colours say little of
+    what they show."""
+    c = self.config
+    if c.channels == 1:
+      return self.augment(images, noise)
+    return augment.contrastive_view(images, noise, c.view_crop_scale, (0.4, 0.4, 0.4, 0.1),
+                                    jitter_probability=0.8, grayscale_probability=0.2)
 
   def test_step(self, data):
     """Mean objective terms and ELBO on a batch, without updates."""

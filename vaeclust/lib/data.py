@@ -67,9 +67,13 @@ def default_split(name: str, train: bool) -> str:
   return "all"
 
 
-def natural_channels(name: str) -> int:
+def natural_channels(name: str, data_dir: Optional[str] = None) -> int:
+  """The channels a dataset has: a folder's are 1 when every one of its images is grey (one
+  channel, or colour channels that are all equal), else 3."""
   if name in TFDS_SOURCES:
     return TFDS_SOURCES[name].channels
+  if name == "folder":
+    return 1 if list_image_folder(data_dir)[4] else 3
   return 1 if name in BUNDLED else 3
 
 
@@ -79,7 +83,7 @@ def load(name: str, *, split: str, image_size: int, data_dir: Optional[str] = No
 
   `data_dir` is the tfds data directory, or the image folder for `name="folder"`.
   """
-  channels = channels or natural_channels(name)
+  channels = channels or natural_channels(name, data_dir)
   skipped = ()
   if name in TFDS_SOURCES:
     ds, num_examples, class_names = _load_tfds(name, split, data_dir, crop_to_bbox)
@@ -215,7 +219,8 @@ def _crop(image, bbox):
 
 @functools.lru_cache(maxsize=4)
 def list_image_folder(root: str):
-  """Lists the images below `root` as (paths, labels, class_names, skipped), tuples.
+  """Lists the images below `root` as (paths, labels, class_names, skipped, grey): tuples, and
+  whether every readable image is grey.
 
   Every file is decoded here as the pipeline will decode it (a header check passes truncated
   JPEGs, which training would then drop unnamed); `skipped` holds (path relative to `root`,
@@ -233,11 +238,12 @@ def list_image_folder(root: str):
   if not paths:
     raise DataError(f"No image files ({', '.join(IMAGE_EXTENSIONS)}) found below {root!r}.")
   with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
-    problems = list(pool.map(_decode_problem, paths))
+    problems, greys = zip(*pool.map(_inspect, paths))
   skipped = tuple((os.path.relpath(p, root), problem) for p, problem in zip(paths, problems)
                   if problem)
   for name, reason in skipped:
     logging.warning("Skipping unreadable image file %s: %s", os.path.join(root, name), reason)
+  grey = all(g for g, problem in zip(greys, problems) if not problem)
   paths = [p for p, problem in zip(paths, problems) if not problem]
   if not paths:
     raise DataError(f"None of the {len(skipped)} image files below {root!r} could be read "
@@ -252,7 +258,7 @@ def list_image_folder(root: str):
       logging.warning("Some images below %s sit in sub-folders and some do not; "
                       "the folder is treated as unlabelled.", root)
     class_names, labels = [], [-1] * len(paths)
-  return tuple(paths), tuple(labels), tuple(class_names), skipped
+  return tuple(paths), tuple(labels), tuple(class_names), skipped, grey
 
 
 def decode_file(contents: tf.Tensor) -> tf.Tensor:
@@ -261,18 +267,18 @@ def decode_file(contents: tf.Tensor) -> tf.Tensor:
   return tf.io.decode_image(contents, channels=3, expand_animations=False)
 
 
-def _decode_problem(path: str) -> Optional[str]:
-  """Why `path` does not decode, or None when it does."""
+def _inspect(path: str):
+  """(why `path` does not decode or None when it does, whether its image is grey)."""
   try:
-    decode_file(tf.io.read_file(path))
+    image = decode_file(tf.io.read_file(path))
   except tf.errors.OpError as e:
     # eager errors wrap TensorFlow's message in the op's name and device
-    return re.sub(r"^\{\{.*?\}\}\s*|\s*\[Op:.*$", "", e.message.strip()) or type(e).__name__
-  return None
+    return re.sub(r"^\{\{.*?\}\}\s*|\s*\[Op:.*$", "", e.message.strip()) or type(e).__name__, False
+  return None, bool(tf.reduce_all(image[..., :1] == image[..., 1:]))
 
 
 def _load_folder(root: Optional[str]):
-  paths, labels, class_names, skipped = list_image_folder(root)
+  paths, labels, class_names, skipped, _ = list_image_folder(root)
   logging.info("Found %d images below %s (%s).", len(paths), root,
                f"{len(class_names)} labelled sub-folders" if class_names else "no labels")
   ds = tf.data.Dataset.from_tensor_slices(

@@ -226,7 +226,8 @@ def use_run_data(run: dict):
       logging.warning("Evaluating with --%s=%s; the model was trained with %s.", name,
                       FLAGS[name].value, before[name])
   size, channels = run["model"]["image_size"], run["model"]["channels"]
-  given = (FLAGS.image_size, FLAGS.channels or data.natural_channels(FLAGS.dataset))
+  given = (FLAGS.image_size,
+           FLAGS.channels or data.natural_channels(FLAGS.dataset, FLAGS.data_dir))
   if given != (size, channels):
     command.fail(f"{FLAGS.model_dir} holds a model of {size}×{size} images with {channels} channel(s); "
                  f"--dataset={FLAGS.dataset} --image_size={FLAGS.image_size} --channels={FLAGS.channels} "
