@@ -25,5 +25,7 @@ setuptools.setup(
         "tensorflow-serving-api==2.21.*",
         "grpcio",
     ],
-    extras_require={"test": ["pytest", "pytest-xdist", "cryptography"]},
+    # benchmarks: the UMAP + GMM baseline of benchmarks/vc_quality.py
+    extras_require={"test": ["pytest", "pytest-xdist", "cryptography"],
+                    "benchmarks": ["umap-learn"]},
 )

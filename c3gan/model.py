@@ -448,4 +448,4 @@ def checkpoint(model: C3GAN) -> tf.train.Checkpoint:
 
 def from_run(run: dict) -> C3GAN:
   """The (untrained) model described by a run.json's "model" dict; restore weights after."""
-  return C3GAN(Config(**{k: tuple(v) if isinstance(v, list) else v for k, v in run["model"].items()}))
+  return C3GAN(hparams.from_dict(Config, run["model"]))

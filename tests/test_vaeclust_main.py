@@ -307,6 +307,20 @@ def test_a_run_that_stored_num_clusters_as_an_integer_resumes(vc_tiny, vc_main, 
   assert _latest_step(model_dir) == 30
 
 
+def test_a_run_from_before_a_new_setting_resumes_with_its_default_only(vc_tiny, vc_main, trained,
+                                                                       tmp_path):
+  model_dir = _copy(trained, tmp_path)
+  run = json.loads((model_dir / "run.json").read_text())
+  for stored in (run["model"], run["flags"]):  # as runs stored them before the setting existed
+    del stored["warmup_contrastive_weight"]
+  (model_dir / "run.json").write_text(json.dumps(run))
+  refused = vc_main(*vc_tiny, f"--model_dir={model_dir}", "--train_steps=30", "--mode=train",
+                    "--warmup_contrastive_weight=1", check=False)
+  assert refused.returncode == 2 and "warmup_contrastive_weight: None → 1.0" in refused.stderr
+  vc_main(*vc_tiny, f"--model_dir={model_dir}", "--train_steps=30", "--mode=train")
+  assert _latest_step(model_dir) == 30
+
+
 def test_resume_may_change_how_long_how_often_and_where_a_run_goes(vc_tiny, vc_main, trained, tmp_path):
   model_dir = _copy(trained, tmp_path)
   resumed = vc_main(*vc_tiny, f"--model_dir={model_dir}", "--train_steps=30", "--log_every=5",

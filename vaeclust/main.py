@@ -152,7 +152,7 @@ def train(model, run: dict, train_ds, trainer: training.Trainer, strategy, evalu
       evaluate(model, trainer.step, write_files=False)
   trainer.run(model.train_step, training_input(train_ds, trainer), FLAGS.train_steps,
               phase="train",
-              on_log=experiment.every_eval_step(lambda step, **kw: evaluate(model, step, **kw)))
+              on_log=experiment.every_eval_step(evaluate, model))
   return model, trainer
 
 

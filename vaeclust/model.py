@@ -384,8 +384,7 @@ def checkpoint(model: VariationalClustering) -> tf.train.Checkpoint:
 def from_run(run: dict) -> VariationalClustering:
   """The (untrained) model a run.json describes; restore its checkpoint into it. Every method has
   a `from_run`, so that tools such as export can rebuild any trained model from its run.json."""
-  return VariationalClustering(
-      Config(**{k: tuple(v) if isinstance(v, list) else v for k, v in run["model"].items()}))
+  return VariationalClustering(hparams.from_dict(Config, run["model"]))
 
 
 

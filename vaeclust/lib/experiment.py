@@ -200,7 +200,9 @@ def check_resumed_run(stored: dict, wanted: dict, compare_flags: bool = True):
   changed = {name: (before[name], value) for name, value in wanted["flags"].items()
              if compare_flags and name in before and str(before[name]) != str(value)}
   for name, value in wanted["model"].items():  # what the flags and the data made of the model
-    if stored["model"].get(name) != value:
+    # a setting newer than the run: the run trained without it, as with its default
+    newer = name not in stored["model"] and name in FLAGS and not FLAGS[name].present
+    if stored["model"].get(name) != value and not newer:
       changed.setdefault(name, (stored["model"].get(name), value))
   for name in sorted(changed.keys() & RESUMABLE_FLAGS):
     logging.info("Resuming with --%s=%s (the run started with %s).", name, changed[name][1],
@@ -263,13 +265,13 @@ def resume(checkpoint: tf.train.Checkpoint, step_counter: tf.Variable, strategy,
   return trainer
 
 
-def every_eval_step(evaluate):
-  """An on_log callback for Trainer.run that scores (without writing eval/ files) every
-  --eval_every steps."""
+def every_eval_step(evaluate, model):
+  """An on_log callback for Trainer.run that scores `model` with `evaluate(model, step, ...)`
+  (see `run`; without writing eval/ files) every --eval_every steps."""
   def on_log(step, logs):
     del logs
     if FLAGS.eval_every and step % FLAGS.eval_every == 0:
-      evaluate(step, write_files=False)
+      evaluate(model, step, write_files=False)
   return on_log
 
 

@@ -75,3 +75,9 @@ def from_flags(config_class, flag_values: flags.FlagValues, **given):
   values = {f.name: _parse(hints[f.name], flag_values[f.name].value)
             for f in flag_fields(config_class) if f.name not in given}
   return config_class(**values, **given)
+
+
+def from_dict(config_class, values: dict):
+  """`config_class` from a dict of its fields as JSON stores them (a run.json's "model": tuples
+  as lists)."""
+  return config_class(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
