@@ -117,11 +117,11 @@ def test_images_of_another_kind_are_flagged_far_more_often_than_held_out_images(
   # digits not trained on, enlarged as the folder's were, then as training sees them
   held_out = np.stack([np.asarray(Image.fromarray(e["image"][..., 0]).resize((16, 16)))[..., None]
                        for e in ds.skip(1500).as_numpy_iterator()])
-  held_out = data.resize_uint8(data.convert_channels(held_out, 3), 8).numpy()
+  held_out = data.resize_uint8(data.convert_channels(held_out, clusterer.channels), 8).numpy()
   from sklearn.datasets import load_sample_images  # pylint: disable=g-import-not-at-top
   photos = np.stack([photo[y:y + 64, x:x + 64] for photo in load_sample_images().images
                      for y in range(0, 384, 64) for x in range(0, 576, 96)])  # 108 photo crops
-  photos = data.resize_uint8(photos, 8).numpy()
+  photos = data.resize_uint8(data.convert_channels(photos, clusterer.channels), 8).numpy()
   rates = {}
   for name, images in (("held-out digits", held_out), ("photos", photos)):
     _, fits = clusterer.outputs(images)
