@@ -24,24 +24,12 @@ from vaeclust.lib import hparams
 from vaeclust.lib import noise as noise_lib
 
 
-def _positive(v):
-  return v > 0
-
-
-def _non_negative(v):
-  return v >= 0
-
-
-def _unit(v):
-  return 0 <= v <= 1
+_positive, _non_negative, _unit, _range = (hparams.positive, hparams.non_negative, hparams.unit,
+                                          hparams.ordered_pair)
 
 
 def _widths(v):
   return len(v) >= 1 and all(w > 0 for w in v)
-
-
-def _range(low=0.0, high=float("inf"), open_low=False):
-  return lambda v: len(v) == 2 and low <= v[0] <= v[1] <= high and (v[0] > low or not open_low)
 
 
 _field = hparams.field

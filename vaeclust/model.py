@@ -74,12 +74,12 @@ class Config:
       "in the warm-up: codes that place an image near its augmented copies, so the mixture fitted "
       "to them groups images by content more than by pixel overlap (0: a plain autoencoder). "
       "Views: random affine warps for grey images, crop + flip + colour jitter + grey for colour.",
-      lambda v: v >= 0, "--warmup_contrastive_weight must be >= 0.")
-  contrastive_temperature: float = _field(0.5, "τ of the warm-up's NT-Xent.", lambda v: v > 0,
+      hparams.non_negative, "--warmup_contrastive_weight must be >= 0.")
+  contrastive_temperature: float = _field(0.5, "τ of the warm-up's NT-Xent.", hparams.positive,
                                           "--contrastive_temperature must be > 0.")
   view_crop_scale: Tuple[float, float] = _field(
       (0.3, 1.0), "Area range of the random crop of colour images' contrastive views.",
-      lambda v: len(v) == 2 and 0 < v[0] <= v[1] <= 1,
+      hparams.ordered_pair(0, 1, open_low=True),
       "--view_crop_scale must be low,high with 0 < low <= high <= 1.")
   # When the prior is initialised: q(z|x,c)'s scale is set to this fraction of the prior
   # components' own spread (0: left as the warm-up leaves it, i.e. untrained; see init_prior).

@@ -21,6 +21,24 @@ def field(default, help: str, check: Optional[Callable] = None, message: str = "
   return dataclasses.field(default=default, metadata=metadata)
 
 
+# Checks of Config fields (`field`'s `check`).
+def positive(v):
+  return v > 0
+
+
+def non_negative(v):
+  return v >= 0
+
+
+def unit(v):
+  return 0 <= v <= 1
+
+
+def ordered_pair(low=0.0, high=float("inf"), open_low=False):
+  """A check of a (low, high) pair: low <= v[0] <= v[1] <= high (v[0] > low with open_low)."""
+  return lambda v: len(v) == 2 and low <= v[0] <= v[1] <= high and (v[0] > low or not open_low)
+
+
 def flag_fields(config_class):
   """The fields of `config_class` that have a flag (declared with `field`)."""
   return [f for f in dataclasses.fields(config_class) if _HELP in f.metadata]
