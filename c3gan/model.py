@@ -54,6 +54,11 @@ class Config:
       (512, 256, 128, 64, 16, 16), "Generator widths: at 4×4, then after each ×2 up-block "
       "(log2(image_size/4) of them).", _widths,
       "--g_filters must be a comma-separated list of positive integers.")
+  g_res_blocks: Tuple[int, int] = _field(
+      (3, 2), "Residual blocks of the generators at full resolution: before the mask and "
+      "foreground heads (also the background generator's), and in the foreground head.",
+      lambda v: len(v) == 2 and min(v) >= 0,
+      "--g_res_blocks must be two non-negative integers.")
   d_filters: Tuple[int, ...] = _field(
       (64, 128, 256, 512, 512), "Discriminator widths, one per stride-2 conv down to 4×4 "
       "(log2(image_size/4) of them).", _widths,
@@ -156,10 +161,10 @@ class C3GAN(keras.Model):
     super().__init__(**kwargs)
     self.config = c = config
     self.background_generator = networks.background_generator(
-        c.z_dim, c.image_size, c.channels, c.g_filters) if c.background else None
+        c.z_dim, c.image_size, c.channels, c.g_filters, c.g_res_blocks[0]) if c.background else None
     self.foreground_generator = networks.foreground_generator(
         c.z_dim, c.num_codes, c.code_noise_dim, c.image_size, c.channels, c.g_filters,
-        c.code_input_scale, with_mask=c.background)
+        c.code_input_scale, with_mask=c.background, res_blocks=c.g_res_blocks)
     self.discriminator = networks.discriminator(c.image_size, c.channels, c.d_filters,
                                                 c.embedding_dim, c.d_batch_norm)
     # l_k = W[k] + b: one row of a learnable table per code, trained with D.

@@ -91,21 +91,22 @@ def _check_widths(image_size: int, g_filters: Sequence[int]):
                      f"generator widths (4×4 and each ×2 step); got {list(g_filters)}.")
 
 
-def background_generator(z_dim: int, image_size: int, channels: int, g_filters: Sequence[int]):
+def background_generator(z_dim: int, image_size: int, channels: int, g_filters: Sequence[int],
+                         res_blocks: int = 3):
   """G_bg(z) → background image [B, S, S, channels] in [-1, 1]."""
   _check_widths(image_size, g_filters)
   z = keras.Input((z_dim,), name="z")
   x = _projected_noise(z, g_filters[0])
   for filters in g_filters[1:]:
     x = up_block(x, filters)
-  for _ in range(3):
+  for _ in range(res_blocks):
     x = res_block(x)
   return keras.Model(z, _to_image(x, channels), name="background_generator")
 
 
 def foreground_generator(z_dim: int, num_codes: int, code_noise_dim: int, image_size: int,
                          channels: int, g_filters: Sequence[int], code_input_scale: float = 0.0,
-                         with_mask: bool = True):
+                         with_mask: bool = True, res_blocks: Sequence[int] = (3, 2)):
   """G_fg(z, c, cz) → (foreground image in [-1, 1], mask in [0, 1]), or the image alone without
   `with_mask`.
 
@@ -114,7 +115,8 @@ def foreground_generator(z_dim: int, num_codes: int, code_noise_dim: int, image_
   bias (the reference tiles c over the image and concatenates it, the same away from borders).
   With `code_input_scale` > 0, c times it is also concatenated to z before the projection (as in
   InfoGAN and ClusterGAN): the projection's batch norm then sees code and noise together, and a
-  large scale gives the code, not z, the say in what is drawn.
+  large scale gives the code, not z, the say in what is drawn. `res_blocks`: how many residual
+  blocks at full resolution before the mask/foreground heads and in the foreground head.
   """
   _check_widths(image_size, g_filters)
   z = keras.Input((z_dim,), name="z")
@@ -131,14 +133,14 @@ def foreground_generator(z_dim: int, num_codes: int, code_noise_dim: int, image_
   x = keras.layers.Concatenate()([_projected_noise(projected, g_filters[0]), tiled])
   for filters in g_filters[1:]:
     x = up_block(x, filters)
-  for _ in range(3):
+  for _ in range(res_blocks[0]):
     x = res_block(x)
   if with_mask:
     mask = keras.layers.Conv2D(1, 3, padding="same", activation="sigmoid", dtype="float32",
                                kernel_initializer=_orthogonal())(same_block(x, x.shape[-1]))
   code_bias = keras.layers.Dense(x.shape[-1], use_bias=False, kernel_initializer=_orthogonal())(code)
   y = same_block(AddPerImage()(x, code_bias), x.shape[-1])
-  for _ in range(2):
+  for _ in range(res_blocks[1]):
     y = res_block(y)
   image = _to_image(same_block(y, y.shape[-1]), channels)
   return keras.Model([z, code, code_noise], [image, mask] if with_mask else image,

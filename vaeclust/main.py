@@ -3,6 +3,8 @@
   python -m vaeclust.main --flagfile=configs/mnist5k.flags --model_dir=/tmp/run1
   tensorboard --logdir=/tmp/run1
 """
+import time
+
 from absl import flags
 from absl import logging
 import keras
@@ -43,6 +45,11 @@ flags.DEFINE_enum("gmm_selection", "augmentation", prior_init.CRITERIA,
                   "under augmentation), consensus (agrees most with the other restarts; for images "
                   "too small to augment), likelihood (highest), or coassociation (none: the prior "
                   "is fitted to the groups of images that the restarts put together most often).",
+                  flag_values=METHOD_FLAGS)
+flags.DEFINE_enum("init_manifold", "none", prior_init.MANIFOLDS,
+                  "Where the GMMs that initialise the prior are fitted: on the warm-up codes (none) "
+                  "or on their UMAP embedding in K dimensions (umap, as N2D; needs umap-learn), "
+                  "whose groups then give the prior's components their moments in code space.",
                   flag_values=METHOD_FLAGS)
 flags.DEFINE_float("pretrain_epochs", 0.0, "Warm-up length in passes over the training images; "
                    "sets --pretrain_steps from the number of images and --batch_size (0: use "
@@ -189,19 +196,30 @@ def training_input(train_ds, trainer: training.Trainer):
 
 
 def initialise_prior(model, ds: tf.data.Dataset, trainer: training.Trainer):
-  """Fits GMMs to the warm-up codes and copies the one --gmm_selection keeps into the prior."""
+  """Fits GMMs to the warm-up codes (or their UMAP embedding) and copies the one --gmm_selection
+  keeps (or the moments of its groups) into the prior."""
   codes = embed(model, ds)
   # with a single fit there is nothing to choose
   criterion = FLAGS.gmm_selection if FLAGS.gmm_restarts > 1 else "likelihood"
   views = [embed(model, ds, view=v) for v in (1, 2)] if criterion == "augmentation" else []
-  logging.info("Initialising the mixture prior: %d GMM fit(s) to %d codes.", FLAGS.gmm_restarts,
-               len(codes))
-  choice = prior_init.choose_mixture(codes, model.config.num_clusters,
-                                     model.config.prior_covariance, FLAGS.gmm_restarts, FLAGS.seed,
+  k, covariance = model.config.num_clusters, model.config.prior_covariance
+  space = codes
+  if FLAGS.init_manifold == "umap":
+    start = time.time()
+    space, views = prior_init.umap_embedding(codes, views, k, FLAGS.seed)
+    logging.info("UMAP embedding of %d codes in %d dimensions in %.0f s.", len(codes), k,
+                 time.time() - start)
+  logging.info("Initialising the mixture prior: %d GMM fit(s) to %d %s.", FLAGS.gmm_restarts,
+               len(codes), "codes" if space is codes else "embedded codes")
+  choice = prior_init.choose_mixture(space, k, covariance, FLAGS.gmm_restarts, FLAGS.seed,
                                      criterion, views)
+  gmm = choice.gmm
+  if space is not codes:
+    gmm = prior_init.mixture_from_groups(codes, codes, gmm.predict_proba(space), covariance,
+                                         FLAGS.seed, refine=False)
   # every worker fits its own GMMs; the chief's must initialise all of them
   model.init_prior(*distribute.from_first_replica(
-      trainer.strategy, [choice.gmm.weights_, choice.gmm.means_, choice.gmm.covariances_]))
+      trainer.strategy, [gmm.weights_, gmm.means_, gmm.covariances_]))
   if FLAGS.gmm_restarts == 1:
     return
   if choice.index < 0:

@@ -75,7 +75,11 @@ class Config:
       "to them groups images by content more than by pixel overlap (0: a plain autoencoder). "
       "Views: random affine warps for grey images, crop + flip + colour jitter + grey for colour.",
       hparams.non_negative, "--warmup_contrastive_weight must be >= 0.")
-  contrastive_temperature: float = _field(0.5, "τ of the warm-up's NT-Xent.", hparams.positive,
+  contrastive_weight: float = _field(
+      0.0, "Weight of the same NT-Xent in VC training after the warm-up: keeps the codes of an "
+      "image's views together while the ELBO reshapes the encoder (0: none).",
+      hparams.non_negative, "--contrastive_weight must be >= 0.")
+  contrastive_temperature: float = _field(0.5, "τ of the NT-Xent terms.", hparams.positive,
                                           "--contrastive_temperature must be > 0.")
   view_crop_scale: Tuple[float, float] = _field(
       (0.3, 1.0), "Area range of the random crop of colour images' contrastive views.",
@@ -272,11 +276,16 @@ class VariationalClustering(keras.Model):
     images = data["image"]
     c = self.config
     with tf.GradientTape() as tape:
-      terms, probs = self.objective_terms(images, training=True, noise=self.step_noise(images))
+      noise = self.step_noise(images)
+      terms, probs = self.objective_terms(images, training=True, noise=noise)
       per_example = terms["reconstruction"] + self.kl_weight() * (terms["kl_z"] + terms["kl_c"])
       if "consistency" in terms:
         per_example += c.consistency_weight * terms["consistency"]
       loss = tf.nn.compute_average_loss(per_example)
+      if c.contrastive_weight:
+        contrastive = self.views_nt_xent(self.code_mean_of(self.contrastive_view(images, noise)),
+                                         images, noise)
+        loss += c.contrastive_weight * tf.nn.compute_average_loss(contrastive)
       mean_probs = distribute.global_batch_mean(probs)
       balance = losses.balance_kl(mean_probs)
       if c.balance_weight:
@@ -284,7 +293,11 @@ class VariationalClustering(keras.Model):
         loss += c.balance_weight * balance / distribute.num_replicas()
     distribute.apply_gradients(self.optimizer, tape, loss, self.trainable_variables)
     logs = {name: tf.reduce_mean(value) for name, value in terms.items()}
-    logs.update(loss=tf.reduce_mean(per_example) + c.balance_weight * balance, balance_kl=balance,
+    total = tf.reduce_mean(per_example) + c.balance_weight * balance
+    if c.contrastive_weight:
+      logs["contrastive"] = tf.reduce_mean(contrastive)
+      total += c.contrastive_weight * logs["contrastive"]
+    logs.update(loss=total, balance_kl=balance,
                 temperature=self.temperature(), kl_weight=self.kl_weight(),
                 clusters_used=tf.reduce_sum(tf.cast(mean_probs > 0.1 / c.num_clusters, tf.float32)))
     return logs
@@ -298,25 +311,34 @@ class VariationalClustering(keras.Model):
     noise = self.step_noise(images)
     with tf.GradientTape() as tape:
       if c.warmup_contrastive_weight:
-        inputs, other = self.contrastive_view(images, noise), self.contrastive_view(images, noise)
+        inputs = self.contrastive_view(images, noise)
       else:
         inputs = self.augment(images, noise) if c.consistency_weight else images
-      z = tf.cast(self.code_mean(self.encoder(inputs, training=True)), tf.float32)
+      z = self.code_mean_of(inputs)
       reconstruction = self.reconstruction_nll(self.decoder(z, training=True), images)
       logs = {"reconstruction": tf.reduce_mean(reconstruction)}
       loss = tf.nn.compute_average_loss(reconstruction)
       total = logs["reconstruction"]
       if c.warmup_contrastive_weight:
-        other_z = tf.cast(self.code_mean(self.encoder(other, training=True)), tf.float32)
-        contrastive = contrastive_lib.global_nt_xent(z, other_z, c.contrastive_temperature)
+        contrastive = self.views_nt_xent(z, images, noise)
         loss += c.warmup_contrastive_weight * tf.nn.compute_average_loss(contrastive)
         logs["contrastive"] = tf.reduce_mean(contrastive)
         total += c.warmup_contrastive_weight * logs["contrastive"]
     distribute.apply_gradients(self.optimizer, tape, loss, self.trainable_variables)
     return dict(logs, loss=total)
 
+  def code_mean_of(self, images):
+    """m(x) in float32, in training mode."""
+    return tf.cast(self.code_mean(self.encoder(images, training=True)), tf.float32)
+
+  def views_nt_xent(self, first, images, noise: noise_lib.BatchNoise):
+    """NT-Xent [2b] between `first` (the codes m(x) of a contrastive view of `images`) and the
+    codes of another view of them."""
+    second = self.code_mean_of(self.contrastive_view(images, noise))
+    return contrastive_lib.global_nt_xent(first, second, self.config.contrastive_temperature)
+
   def contrastive_view(self, images, noise: noise_lib.BatchNoise):
-    """An augmented view for the warm-up's NT-Xent: a random affine warp of grey images; a
+    """An augmented view for the NT-Xent terms: a random affine warp of grey images; a
     SimCLR view (crop, flip, colour jitter, grey) of colour images, whose colours say little of
     what they show."""
     c = self.config

@@ -12,6 +12,11 @@ several fits are made and one is kept by a label-free criterion:
   component (average-linkage clustering of that co-association matrix, evidence accumulation), and
   a GMM started from the groups' moments is refined on all codes. It keeps what most restarts
   agree on pair by pair, where the other criteria must take one restart's errors with its split.
+
+Where the fits are made is a second choice (`--init_manifold`): on the codes themselves, or (N2D:
+"umap") on a UMAP embedding of them, which keeps each image's neighbourhood and so unrolls groups
+that are connected but not Gaussian in code space; the groups found there are carried back as the
+moments of their members' codes, because the prior lives in code space.
 """
 import dataclasses
 from typing import List, Sequence
@@ -23,6 +28,8 @@ from sklearn import metrics
 from sklearn import mixture
 
 CRITERIA = ("augmentation", "consensus", "likelihood", "coassociation")
+MANIFOLDS = ("none", "umap")
+UMAP_NEIGHBOURS = 20  # N2D's setting (its MNIST, USPS and Fashion results)
 REG_COVAR = 1e-4
 COASSOCIATION_EXAMPLES = 5000  # the matrix is examples² floats
 
@@ -91,15 +98,37 @@ def coassociation_mixture(codes: np.ndarray, assignments: Sequence[np.ndarray], 
   COASSOCIATION_EXAMPLES codes) and refined by EM on all of them."""
   rows = np.random.default_rng(seed).permutation(len(codes))[:COASSOCIATION_EXAMPLES]
   groups = coassociation_groups([assigned[rows] for assigned in assignments], num_clusters)
-  members = [codes[rows][groups == k] for k in range(num_clusters)]
-  dim = codes.shape[1]
+  return mixture_from_groups(codes, codes[rows], np.eye(num_clusters)[groups], covariance, seed)
+
+
+def mixture_from_groups(codes: np.ndarray, grouped: np.ndarray, responsibilities: np.ndarray,
+                        covariance: str, seed: int, refine: bool = True) -> mixture.GaussianMixture:
+  """A GMM whose components start as the weighted moments of the rows of `grouped` under
+  `responsibilities` ([rows, K]: one-hot groups, or another model's soft assignments), refined by
+  EM on `codes` (with `refine`; else one EM step, which keeps those moments almost as they are)."""
+  totals = responsibilities.sum(axis=0) + 1e-10
+  means = responsibilities.T @ grouped / totals[:, None]
+  centred = grouped[None] - means[:, None]  # [K, rows, dim]
   if covariance == "full":
-    covariances = [np.atleast_2d(np.cov(m.T, bias=True)) + REG_COVAR * np.eye(dim) for m in members]
-    precisions = np.linalg.inv(np.stack(covariances))
+    covariances = (np.einsum("kn,kni,knj->kij", responsibilities.T, centred, centred)
+                   / totals[:, None, None] + REG_COVAR * np.eye(codes.shape[1]))
+    precisions = np.linalg.inv(covariances)
   else:
-    precisions = 1.0 / np.stack([m.var(axis=0) + REG_COVAR for m in members])
+    precisions = 1.0 / (np.einsum("kn,kni->ki", responsibilities.T, centred ** 2) / totals[:, None]
+                        + REG_COVAR)
   gmm = mixture.GaussianMixture(
-      num_clusters, covariance_type=covariance, reg_covar=REG_COVAR, random_state=seed,
-      weights_init=np.bincount(groups, minlength=num_clusters) / len(groups),
-      means_init=np.stack([m.mean(axis=0) for m in members]), precisions_init=precisions)
+      len(totals), covariance_type=covariance, reg_covar=REG_COVAR, random_state=seed,
+      weights_init=totals / totals.sum(), means_init=means, precisions_init=precisions,
+      max_iter=100 if refine else 1)
   return gmm.fit(codes)
+
+
+def umap_embedding(codes: np.ndarray, views: Sequence[np.ndarray], dims: int, seed: int):
+  """(UMAP embedding of `codes` in `dims` dimensions, the `views` mapped into it), N2D's settings
+  (20 neighbours, min_dist 0: tight groups for a mixture to find). Seeded, so single-threaded and
+  reproducible."""
+  import umap  # pylint: disable=g-import-not-at-top  (numba compiles at import: only when asked)
+  reducer = umap.UMAP(n_components=dims, n_neighbors=min(UMAP_NEIGHBOURS, len(codes) - 1),
+                      min_dist=0.0, random_state=seed)
+  embedded = reducer.fit_transform(codes)
+  return embedded, [reducer.transform(view) for view in views]
