@@ -3,6 +3,7 @@
   python -m vaeclust.main --flagfile=configs/mnist5k.flags --model_dir=/tmp/run1
   tensorboard --logdir=/tmp/run1
 """
+import importlib.util
 import time
 
 from absl import flags
@@ -61,6 +62,10 @@ flags.DEFINE_list("num_clusters_range", ["2", "30"], "With --num_clusters=auto: 
                   "largest K to choose from (by the BIC of Gaussian mixtures fitted to the warm-up "
                   "codes).", flag_values=METHOD_FLAGS)
 
+flags.register_validator(
+    "init_manifold", lambda v: v != "umap" or importlib.util.find_spec("umap") is not None,
+    message="--init_manifold=umap needs umap-learn: pip install umap-learn (or -e \".[benchmarks]\").",
+    flag_values=METHOD_FLAGS)
 flags.register_validator("gmm_restarts", lambda v: v >= 1, message="--gmm_restarts must be at least 1.",
                          flag_values=METHOD_FLAGS)
 flags.register_validator("learning_rate", lambda v: v > 0, message="--learning_rate must be > 0.",

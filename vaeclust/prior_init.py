@@ -105,7 +105,7 @@ def mixture_from_groups(codes: np.ndarray, grouped: np.ndarray, responsibilities
                         covariance: str, seed: int, refine: bool = True) -> mixture.GaussianMixture:
   """A GMM whose components start as the weighted moments of the rows of `grouped` under
   `responsibilities` ([rows, K]: one-hot groups, or another model's soft assignments), refined by
-  EM on `codes` (with `refine`; else one EM step, which keeps those moments almost as they are)."""
+  EM on `codes` (with `refine`; else a single EM step from them)."""
   totals = responsibilities.sum(axis=0) + 1e-10
   means = responsibilities.T @ grouped / totals[:, None]
   centred = grouped[None] - means[:, None]  # [K, rows, dim]
