@@ -9,6 +9,7 @@ import tensorflow as tf
 
 from c3gan import losses
 from c3gan import model as c3gan_model
+from c3gan import networks as c3gan_networks
 from vaeclust.lib import augment
 from vaeclust.lib import contrastive
 from vaeclust.lib import evaluation
@@ -325,3 +326,17 @@ def test_diversity_weight_adds_the_mode_seeking_term_to_the_generator_step_only(
   images = tf.random.uniform([6, 16, 16, 1], seed=2)
   assert "g_diversity" not in tf.function(lambda x: model.d_step(x, model.step_noise(6)),
                                           autograph=False)(images)
+
+
+def test_g_res_blocks_sets_the_full_resolution_residual_blocks_and_keeps_the_outputs():
+  reference, light = _model(), _model(g_res_blocks=(1, 0))
+  block_input = keras.Input((16, 16, 8))
+  one_block = keras.Model(block_input, c3gan_networks.res_block(block_input))
+  # background 3 → 1, foreground's trunk 3 → 1, its head 2 → 0: six blocks at width 8
+  fewer = sum(reference_net.count_params() - light_net.count_params() for reference_net, light_net in
+              ((reference.background_generator, light.background_generator),
+               (reference.foreground_generator, light.foreground_generator)))
+  assert fewer == 6 * one_block.count_params()
+  for model in (reference, light):
+    fake = model.generate(model.sample_latents(model.step_noise(3)), training=False)
+    assert fake["image"].shape == (3, 16, 16, 1) and fake["mask"].shape == (3, 16, 16, 1)

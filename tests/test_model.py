@@ -118,3 +118,16 @@ def test_initial_posterior_scale_starts_q_z_at_that_fraction_of_the_components_s
   untouched.init_prior(weights, np.zeros((6, 4)), variances)
   _, scales = untouched.posterior(untouched.encoder(images), tf.one_hot(np.zeros(300, int), 6))
   assert scales.numpy().std(axis=0).min() > 1e-3
+
+
+def test_contrastive_weight_adds_the_views_nt_xent_to_the_training_loss():
+  batch = {"image": tf.constant(_digits(32))}
+  plain = tf.function(_model(pretrain_steps=0).train_step, autograph=False)(batch)
+  model = _model(pretrain_steps=0, contrastive_weight=2.0)
+  before = [v.numpy().copy() for v in model.encoder.trainable_variables]
+  logs = tf.function(model.train_step, autograph=False)(batch)
+  assert "contrastive" not in plain and float(logs["contrastive"]) > 0
+  # same weights and noise: the ELBO terms agree, and the loss adds 2 × the NT-Xent
+  np.testing.assert_allclose(logs["reconstruction"], plain["reconstruction"], rtol=1e-5)
+  np.testing.assert_allclose(logs["loss"], plain["loss"] + 2.0 * logs["contrastive"], rtol=1e-5)
+  assert all(not np.array_equal(b, v.numpy()) for b, v in zip(before, model.encoder.trainable_variables))

@@ -95,3 +95,38 @@ def test_coassociation_mixture_clusters_the_blobs(covariance, monkeypatch):
   blob = (codes[:, 0] > 0) * 2 + (codes[:, 1] > 0)
   assert metrics.adjusted_rand_score(blob, choice.gmm.predict(codes)) == 1.0
   assert np.sort(choice.gmm.weights_) == pytest.approx(np.sort(np.bincount(blob)) / len(blob), abs=1e-3)
+
+
+def test_mixture_from_groups_starts_each_component_at_its_groups_moments():
+  rng = np.random.default_rng(2)
+  codes = _four_blobs(rng)
+  groups = (codes[:, 0] > 0) * 2 + (codes[:, 1] > 0)
+  group_means = np.stack([codes[groups == k].mean(0) for k in range(4)])
+  # hard groups, and soft ones whose moments are pulled towards the centre (one EM step undoes it)
+  for responsibilities in (np.eye(4)[groups], 0.9 * np.eye(4)[groups] + 0.025):
+    gmm = prior_init.mixture_from_groups(codes, codes, responsibilities, "diag", seed=0, refine=False)
+    assert gmm.n_iter_ == 1
+    np.testing.assert_allclose(gmm.means_, group_means, atol=0.05)
+    assert metrics.adjusted_rand_score(groups, gmm.predict(codes)) == 1.0
+  refined = prior_init.mixture_from_groups(codes, codes, np.eye(4)[groups], "full", seed=0)
+  assert refined.n_iter_ > 1 and metrics.adjusted_rand_score(groups, refined.predict(codes)) == 1.0
+
+
+def _two_rings(rng, n=300):
+  radius = np.repeat([1.0, 4.0], n // 2)
+  angle = rng.uniform(0, 2 * np.pi, n)
+  rings = np.stack([radius * np.cos(angle), radius * np.sin(angle)], 1)
+  return rings + rng.normal(scale=0.1, size=rings.shape), np.repeat([0, 1], n // 2)
+
+
+def test_umap_embedding_unrolls_groups_that_a_mixture_of_the_codes_cannot_split():
+  pytest.importorskip("umap")
+  codes, rings = _two_rings(np.random.default_rng(0))
+  views = [codes + 0.01]
+  embedded, (embedded_view,) = prior_init.umap_embedding(codes, views, dims=2, seed=0)
+  assert embedded.shape == embedded_view.shape == (len(codes), 2)
+  on_codes = prior_init.choose_mixture(codes, 2, "full", restarts=1, seed=0, criterion="likelihood")
+  on_embedding = prior_init.choose_mixture(embedded, 2, "full", restarts=1, seed=0,
+                                           criterion="likelihood")
+  assert metrics.adjusted_rand_score(rings, on_codes.gmm.predict(codes)) < 0.1
+  assert metrics.adjusted_rand_score(rings, on_embedding.gmm.predict(embedded)) == 1.0

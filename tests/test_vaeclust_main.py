@@ -399,3 +399,13 @@ def test_the_folder_recipe_sizes_its_run_by_the_folder(vc_main, tmp_path, mode, 
   assert run["model"]["channels"] == channels  # grey PNG files train as grey
   with open(model_dir / "eval" / "metrics.json") as f:
     assert json.load(f)["acc"] > 0.9
+
+
+def test_init_manifold_umap_fits_the_restarts_on_the_embedded_codes(vc_tiny, vc_main, tmp_path):
+  pytest.importorskip("umap")
+  model_dir = tmp_path / "run"
+  log = vc_main(*vc_tiny, f"--model_dir={model_dir}", "--pretrain_steps=20", "--train_steps=20",
+                "--gmm_restarts=2", "--init_manifold=umap").stderr
+  assert "UMAP embedding of" in log and "GMM fit(s) to" in log and "embedded codes" in log
+  with open(model_dir / "eval" / "metrics.json") as f:
+    assert json.load(f)["clusters_used"] >= 2

@@ -20,10 +20,12 @@ moments of their members' codes, because the prior lives in code space.
 """
 import dataclasses
 from typing import List, Sequence
+import warnings
 
 from absl import logging
 import numpy as np
 from sklearn import cluster
+from sklearn import exceptions
 from sklearn import metrics
 from sklearn import mixture
 
@@ -113,6 +115,7 @@ def mixture_from_groups(codes: np.ndarray, grouped: np.ndarray, responsibilities
     covariances = (np.einsum("kn,kni,knj->kij", responsibilities.T, centred, centred)
                    / totals[:, None, None] + REG_COVAR * np.eye(codes.shape[1]))
     precisions = np.linalg.inv(covariances)
+    precisions = (precisions + precisions.transpose(0, 2, 1)) / 2  # inv's rounding is not symmetric
   else:
     precisions = 1.0 / (np.einsum("kn,kni->ki", responsibilities.T, centred ** 2) / totals[:, None]
                         + REG_COVAR)
@@ -120,7 +123,10 @@ def mixture_from_groups(codes: np.ndarray, grouped: np.ndarray, responsibilities
       len(totals), covariance_type=covariance, reg_covar=REG_COVAR, random_state=seed,
       weights_init=totals / totals.sum(), means_init=means, precisions_init=precisions,
       max_iter=100 if refine else 1)
-  return gmm.fit(codes)
+  with warnings.catch_warnings():
+    if not refine:  # one step is what was asked for, not a failure to converge
+      warnings.simplefilter("ignore", exceptions.ConvergenceWarning)
+    return gmm.fit(codes)
 
 
 def umap_embedding(codes: np.ndarray, views: Sequence[np.ndarray], dims: int, seed: int):
