@@ -101,6 +101,7 @@ VC_TINY = ["--dataset=digits", "--image_size=8", "--conv_filters=16", "--hidden_
            "--log_every=10", "--seed=1"]
 C3GAN_TINY = ["--dataset=digits", "--image_size=8", "--g_filters=16,8", "--d_filters=8",
               "--embedding_dim=8", "--num_clusters=10", "--over_clustering=2", "--batch_size=32",
+              "--g_res_blocks=1,0",
               "--eval_batch_size=512", "--log_every=10", "--noflip", "--seed=1"]
 
 

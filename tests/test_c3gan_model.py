@@ -17,7 +17,7 @@ from vaeclust.lib import evaluation
 
 def _model(**overrides):
   config = dict(image_size=16, channels=1, num_clusters=3, over_clustering=2, g_filters=(16, 8, 8),
-                d_filters=(8, 16), embedding_dim=8, seed=0)
+                d_filters=(8, 16), embedding_dim=8, g_res_blocks=(1, 0), seed=0)
   config.update(overrides)
   keras.utils.set_random_seed(0)
   model = c3gan_model.C3GAN(c3gan_model.Config(**config))
@@ -329,7 +329,7 @@ def test_diversity_weight_adds_the_mode_seeking_term_to_the_generator_step_only(
 
 
 def test_g_res_blocks_sets_the_full_resolution_residual_blocks_and_keeps_the_outputs():
-  reference, light = _model(), _model(g_res_blocks=(1, 0))
+  reference, light = _model(g_res_blocks=(3, 2)), _model(g_res_blocks=(1, 0))
   block_input = keras.Input((16, 16, 8))
   one_block = keras.Model(block_input, c3gan_networks.res_block(block_input))
   # background 3 → 1, foreground's trunk 3 → 1, its head 2 → 0: six blocks at width 8

@@ -187,7 +187,7 @@ def test_loss_scaled_steps_are_skipped_on_every_replica_when_one_overflows():
 
 C3GAN_CONFIG = dict(image_size=16, channels=3, num_clusters=2, over_clustering=2, z_dim=8,
                     code_noise_dim=4, g_filters=(16, 8, 8), d_filters=(8, 16), embedding_dim=8,
-                    seed=5)
+                    g_res_blocks=(1, 0), seed=5)
 
 
 def _c3gan_model(strategy):

@@ -527,7 +527,8 @@ def test_client_retries_unavailable_with_backoff_then_reports_it(ports):
 def test_a_c3gan_model_exports_with_its_over_clustered_codes(tmp_path):
   from c3gan import model as c3gan_model  # pylint: disable=g-import-not-at-top
   config = c3gan_model.Config(image_size=16, channels=1, num_clusters=3, over_clustering=2,
-                              g_filters=(16, 8, 8), d_filters=(8, 16), embedding_dim=8, seed=0)
+                              g_filters=(16, 8, 8), d_filters=(8, 16), embedding_dim=8,
+                              g_res_blocks=(1, 0), seed=0)
   run = {"method": "c3gan", "dataset": "digits", "model": config.__dict__}
   keras.utils.set_random_seed(0)
   model = c3gan_model.from_run(run)

@@ -15,7 +15,7 @@ from vaeclust.lib import data
 TRAIN = {
     "vaeclust.main": ["--conv_filters=8", "--hidden_units=32", "--latent_dim=4",
                       "--pretrain_steps=30", "--train_steps=60", "--gmm_restarts=2"],
-    "c3gan.main": ["--g_filters=16,8", "--d_filters=8", "--embedding_dim=8", "--noflip",
+    "c3gan.main": ["--g_filters=16,8", "--g_res_blocks=1,0", "--d_filters=8", "--embedding_dim=8", "--noflip",
                    "--train_steps=10", "--eval_samples_per_code=0"],
 }
 
