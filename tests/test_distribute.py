@@ -123,13 +123,15 @@ def _train_scalars(model_dir):
   return values
 
 
-def test_vc_main_trains_the_same_model_on_one_and_two_cpu_devices(run_module, vc_tiny, tmp_path):
+def test_vc_main_trains_the_same_model_on_one_and_two_cpu_devices(run_module, vc_main, vc_tiny,
+                                                                tmp_path):
   runs = []
-  for devices in (1, 2):  # commands: see test_precision
+  # two devices as a command (see test_precision), one in this process
+  for devices, main in ((1, vc_main), (2, functools.partial(run_module, "vaeclust.main"))):
     model_dir = str(tmp_path / f"devices{devices}")
-    run_module("vaeclust.main", *vc_tiny, f"--model_dir={model_dir}", f"--cpu_devices={devices}",
-               "--pretrain_steps=4", "--train_steps=8", "--gmm_restarts=1", "--log_every=1",
-               "--balance_weight=1", "--consistency_weight=0.5")
+    main(*vc_tiny, f"--model_dir={model_dir}", f"--cpu_devices={devices}",
+         "--pretrain_steps=4", "--train_steps=8", "--gmm_restarts=1", "--log_every=1",
+         "--balance_weight=1", "--consistency_weight=0.5")
     with open(os.path.join(model_dir, "eval", "metrics.json")) as f:
       runs.append((_checkpoint_values(model_dir), _train_scalars(model_dir), json.load(f)))
   (weights_one, scalars_one, metrics_one), (weights_two, scalars_two, metrics_two) = runs

@@ -84,8 +84,8 @@ def test_a_training_step_gives_the_float32_losses(build, policy, jit_compile, to
                   "--consistency_weight=0.5"]),
     ("c3gan", ["--cpu_devices=2", "--mixed_precision=mixed_float16"]),
 ], ids=["vc-float16-2-replicas", "vc-bfloat16-xla", "c3gan-float16-2-replicas"])
-def test_mains_train_and_evaluate_with_mixed_precision_or_xla(run_module, tiny_flags, tmp_path, main,
-                                                            extra):
+def test_mains_train_and_evaluate_with_mixed_precision_or_xla(run_module, in_process, tiny_flags,
+                                                            tmp_path, main, extra):
   # As commands: a run on two replicas in the test process would leave collective ops whose keys
   # the in-process strategies of other tests meet again.
   model_dir = str(tmp_path / "run")
@@ -95,7 +95,7 @@ def test_mains_train_and_evaluate_with_mixed_precision_or_xla(run_module, tiny_f
     metrics = json.load(f)
   assert metrics["step"] == 10 and metrics["num_examples"] == 1797 and 0 < metrics["acc"] <= 1
   if "--mixed_precision=mixed_float16" in extra:  # its optimizer state has a loss scale
-    resumed = run_module(f"{main}.main", *tiny_flags[main], f"--model_dir={model_dir}",
-                         "--train_steps=20", check=False)
+    resumed = in_process(f"{main}.main", *tiny_flags[main], f"--model_dir={model_dir}",
+                         "--train_steps=20", check=False)  # refused before any training
     assert resumed.returncode == 2
     assert "was trained with --mixed_precision=mixed_float16" in resumed.stderr
