@@ -65,6 +65,8 @@ def test_train_eval_and_resume(c3gan_tiny, c3gan_main, tmp_path):
     ("--g_filters=16,8,8", "log2(image_size/4) + 1 --g_filters"),
     ("--temperature=0", "--temperature must be > 0"),
     ("--view_crop_scale=0.5,2", "--view_crop_scale must be low,high"),
+    ("--g_res_blocks=1,-1", "--g_res_blocks must be two non-negative integers"),
+    ("--g_res_blocks=1,2,3", "--g_res_blocks must be two non-negative integers"),
     ("--num_clusters=auto", "C3-GAN needs the number of classes: --num_clusters=K"),
 ])
 def test_bad_flags_fail_before_any_work(c3gan_tiny, c3gan_main, tmp_path, flag, message):

@@ -34,6 +34,11 @@ def unit(v):
   return 0 <= v <= 1
 
 
+def pair_of(check):
+  """A check of a pair whose two values each pass `check`."""
+  return lambda v: len(v) == 2 and all(check(x) for x in v)
+
+
 def ordered_pair(low=0.0, high=float("inf"), open_low=False):
   """A check of a (low, high) pair: low <= v[0] <= v[1] <= high (v[0] > low with open_low)."""
   return lambda v: len(v) == 2 and low <= v[0] <= v[1] <= high and (v[0] > low or not open_low)
