@@ -76,12 +76,6 @@ class Config:
   d_batch_norm: bool = _field(True, "Batch norm in the discriminator's trunk, as in the "
                               "reference; without it D judges every image on its own, the same in "
                               "training and at inference.")
-  info_view_weight: float = _field(
-      0.0, "Weight of the same InfoNCE on a random view of each fake (the real images' contrastive "
-      "augmentations: crop, jitter, rotation, shift), in D's and G's steps: a code must survive "
-      "them, so it cannot stand for a position, size or slant (0 as in the reference, whose "
-      "foreground warp plays that part; for images drawn without it).", _non_negative,
-      "--info_view_weight must be >= 0.")
   generator_info_scale: float = _field(
       1.0, "The generator's step weighs both InfoNCE terms by this times --info_weight / "
       "--info_fg_weight (1 as in the reference; below 1 when the codes' InfoNCE would drown the "
@@ -279,22 +273,13 @@ class C3GAN(keras.Model):
 
   def views(self, images, noise: noise_lib.BatchNoise):
     """The two views of real [0, 1] images for D, in [-1, 1]: (flipped) images and a SimCLR view."""
-    first = augment.random_flip(images, noise) if self.config.flip else images
-    return first * 2.0 - 1.0, self.contrastive_view(images, noise) * 2.0 - 1.0
-
-  def contrastive_view(self, images, noise: noise_lib.BatchNoise):
-    """A SimCLR view (crop, flip, jitter, grey; rotation and shift if configured) of [0, 1]
-    images, in [0, 1]; differentiable in the images, so it also serves fakes in G's step."""
     c = self.config
-    view = augment.contrastive_view(images, noise, c.view_crop_scale, c.view_jitter,
-                                    c.view_jitter_probability, c.view_grayscale_probability, c.flip)
+    first = augment.random_flip(images, noise) if c.flip else images
+    second = augment.contrastive_view(images, noise, c.view_crop_scale, c.view_jitter,
+                                      c.view_jitter_probability, c.view_grayscale_probability, c.flip)
     if c.view_rotation or c.view_shift:
-      view = augment.random_affine(view, noise, (1.0, 1.0), c.view_rotation, c.view_shift)
-    return view
-
-  def fake_view(self, fakes, noise: noise_lib.BatchNoise):
-    """The contrastive view of [-1, 1] fakes, in [-1, 1] (for the InfoNCE on views)."""
-    return self.contrastive_view((fakes + 1.0) / 2.0, noise) * 2.0 - 1.0
+      second = augment.random_affine(second, noise, (1.0, 1.0), c.view_rotation, c.view_shift)
+    return first * 2.0 - 1.0, second * 2.0 - 1.0
 
   def d_step(self, images, noise: noise_lib.BatchNoise):
     """One update of D and the centroids on a replica's real [0, 1] images and as many fakes."""
@@ -302,7 +287,6 @@ class C3GAN(keras.Model):
     sample = self.sample_latents(noise)
     fake = {name: tf.stop_gradient(x) for name, x in self.generate(sample, training=True).items()}
     real, view = self.views(images, noise)
-    fake_view = self.fake_view(fake["image"], noise) if c.info_view_weight else None
     with tf.GradientTape() as tape:
       real_logit, real_embedding, real_features = self.discriminator(real, training=True)
       with self._real_image_statistics():
@@ -310,8 +294,6 @@ class C3GAN(keras.Model):
         fake_logit, fake_embedding, fake_features = self.discriminator(fake["image"], training=True)
         if c.background:
           _, masked_embedding, _ = self.discriminator(fake["masked"], training=True)
-        if fake_view is not None:
-          _, fake_view_embedding, _ = self.discriminator(fake_view, training=True)
       centroids = self.centroids()
       real_logits = losses.cosine_logits(real_embedding, centroids, c.temperature)
       # a real image is judged against the training images of its own (current) cluster
@@ -330,10 +312,6 @@ class C3GAN(keras.Model):
         terms["d_info_fg"] = losses.info_nce(masked_embedding, centroids, sample["codes"],
                                              c.temperature)
         per_example += c.info_fg_weight * terms["d_info_fg"]
-      if fake_view is not None:
-        terms["d_info_view"] = losses.info_nce(fake_view_embedding, centroids, sample["codes"],
-                                               c.temperature)
-        per_example += c.info_view_weight * terms["d_info_view"]
       # negatives from the whole global batch, as on one replica
       contrastive = contrastive_lib.global_nt_xent(real_embedding, view_embedding,
                                                    c.contrastive_temperature)
@@ -386,13 +364,6 @@ class C3GAN(keras.Model):
             fake["image"], self.generate(twin, training=True)["image"],
             *(tf.concat([s["z"], s["code_noise"]], axis=-1) for s in (sample, twin)))
         per_example += c.diversity_weight * terms["g_diversity"]
-      if c.info_view_weight:  # the code must survive the view's augmentations
-        with self._real_image_statistics():
-          _, view_embedding, _ = self.discriminator(self.fake_view(fake["image"], noise),
-                                                    training=True)
-        terms["g_info_view"] = losses.info_nce(view_embedding, centroids, sample["codes"],
-                                               c.temperature)
-        per_example += info_scale * c.info_view_weight * terms["g_info_view"]
       loss = tf.nn.compute_average_loss(per_example)
     distribute.apply_gradients(self.g_optimizer, tape, loss, self.g_variables)
     logs = {name: tf.reduce_mean(value) for name, value in terms.items()}

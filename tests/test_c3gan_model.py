@@ -281,42 +281,6 @@ def test_without_background_the_foreground_generator_draws_the_whole_image():
   assert set(model.sample_grid([0, 1], columns=3)) == {"image"}
 
 
-def _floats(logs):
-  return {name: float(value) for name, value in logs.items()}
-
-
-def test_info_view_weight_adds_the_infonce_of_the_fakes_views_to_both_steps():
-  images = tf.random.uniform([6, 16, 16, 1], seed=2)
-  steps = {}
-  for weight in (0.0, 2.0):
-    model = _model(background=False, info_view_weight=weight)
-    d_logs = tf.function(lambda x, m=model: m.d_step(x, m.step_noise(6)), autograph=False)(images)
-    model = _model(background=False, info_view_weight=weight)  # G's step from the same weights
-    g_logs = tf.function(lambda m=model: m.g_step(m.step_noise(6)), autograph=False)()
-    steps[weight] = _floats(d_logs), _floats(g_logs)
-  (d_plain, g_plain), (d_view, g_view) = steps[0.0], steps[2.0]
-  assert "d_info_view" not in d_plain and "g_info_view" not in g_plain
-  # the views' draws come after every other draw of the step: the other terms are unchanged
-  for plain, viewed, term, total in ((d_plain, d_view, "d_info_view", "d_loss"),
-                                     (g_plain, g_view, "g_info_view", "g_loss")):
-    assert viewed.keys() - plain.keys() == {term}
-    for name in plain.keys() - {total}:
-      assert viewed[name] == pytest.approx(plain[name], rel=1e-5), name
-    assert viewed[total] == pytest.approx(plain[total] + 2.0 * viewed[term], rel=1e-5)
-  assert d_view["d_info_view"] != pytest.approx(d_view["d_info"], rel=1e-3)  # another image
-  # G learns through the view: the augmentation is differentiable in the fake
-  model = _model(background=False)
-  noise = model.step_noise(6)
-  sample = model.sample_latents(noise)
-  with tf.GradientTape() as tape:
-    view = model.fake_view(model.generate(sample, training=True)["image"], noise)
-    _, embedding, _ = model.discriminator(view, training=True)
-    loss = tf.reduce_mean(losses.info_nce(embedding, model.centroids(), sample["codes"], 0.1))
-  gradients = tape.gradient(loss, model.g_variables)
-  assert all(g is not None for g in gradients)
-  assert sum(float(tf.reduce_sum(tf.abs(g))) for g in gradients) > 0
-
-
 def _code_share_of_variation(model):
   """How much of the generated images' variance is between codes (same z) rather than within."""
   codes, columns = model.config.num_codes, 8
