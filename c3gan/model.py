@@ -57,7 +57,7 @@ class Config:
   g_res_blocks: Tuple[int, int] = _field(
       (3, 2), "Residual blocks of the generators at full resolution: before the mask and "
       "foreground heads (also the background generator's), and in the foreground head.",
-      hparams.pair_of(hparams.non_negative),
+      hparams.pair_of(_non_negative),
       "--g_res_blocks must be two non-negative integers.")
   d_filters: Tuple[int, ...] = _field(
       (64, 128, 256, 512, 512), "Discriminator widths, one per stride-2 conv down to 4×4 "
