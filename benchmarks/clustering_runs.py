@@ -81,7 +81,7 @@ BASELINES = ("k-means", "gmm", "spectral", "umap+gmm")
 def baseline(method: str, x: np.ndarray, y: np.ndarray, k: int, seed: int):
   """A clustering of the pixels, scored against the labels: k-means (10 restarts), a diagonal
   GMM, spectral clustering of the 10-nearest-neighbour graph, or a full GMM on a 10-dimensional
-  UMAP embedding (20 neighbours, min_dist 0, as N2D; needs umap-learn)."""
+  UMAP embedding (20 neighbours, min_dist 0, as N2D)."""
   started = time.time()
   if method == "k-means":
     predicted = sk_cluster.KMeans(k, n_init=10, random_state=seed).fit_predict(x)

@@ -120,7 +120,6 @@ def _two_rings(rng, n=300):
 
 
 def test_umap_embedding_unrolls_groups_that_a_mixture_of_the_codes_cannot_split():
-  pytest.importorskip("umap")
   codes, rings = _two_rings(np.random.default_rng(0))
   views = [codes + 0.01]
   embedded, (embedded_view,) = prior_init.umap_embedding(codes, views, dims=2, seed=0)

@@ -216,6 +216,7 @@ def test_initial_posterior_scale_prevents_the_collapse_after_the_gmm_initialisat
     ("--num_clusters=auto --pretrain_steps=0", "--num_clusters=auto chooses K on the warm-up's "
      "codes: it needs a warm-up"),
     ("--train_epochs=-1", "flag --train_epochs=-1: -1.0 is not a non-negative number"),
+    ("--max_train_steps=-1", "flag --max_train_steps=-1: -1 is not a non-negative integer"),
     ("--num_clusters=auto --num_clusters_range=5,3", "--num_clusters_range must be two integers"),
     ("--pretrain_steps=50", "--pretrain_steps must be between 0 and --train_steps"),
     ("--initial_posterior_scale=-1", "--initial_posterior_scale must be >= 0"),
@@ -383,26 +384,27 @@ def _template_folder(root, mode: str, classes: int = 4, per_class: int = 60, siz
                       else pixels.astype(np.uint8), mode).save(root / f"class{k}" / f"{i}.png")
 
 
-@pytest.mark.parametrize("mode, channels", [("L", 1), ("RGB", 3)])
-def test_the_folder_recipe_sizes_its_run_by_the_folder(vc_main, tmp_path, mode, channels):
+@pytest.mark.parametrize("mode, channels, max_steps, steps", [("L", 1, 0, (60, 120)),
+                                                              ("RGB", 3, 50, (25, 50))])
+def test_the_folder_recipe_sizes_its_run_by_the_folder(vc_main, tmp_path, mode, channels,
+                                                       max_steps, steps):
   _template_folder(tmp_path / "images", mode)
   model_dir = tmp_path / "run"
   # the documented command with what a user knows, and a smaller network to stay quick
   vc_main("--flagfile=configs/folder.flags", f"--data_dir={tmp_path / 'images'}",
           "--num_clusters=4", "--image_size=16", f"--model_dir={model_dir}", "--conv_filters=8",
           "--hidden_units=32", "--batch_size=32", "--pretrain_epochs=8", "--train_epochs=16",
-          "--gmm_restarts=3", "--log_every=10")
+          f"--max_train_steps={max_steps}", "--gmm_restarts=3", "--log_every=10")
   with open(model_dir / "run.json") as f:
     run = json.load(f)
-  # 240 images: 8 epochs of batch 32 are 60 steps, 16 epochs 120
-  assert run["model"]["pretrain_steps"] == 60 and run["flags"]["train_steps"] == 120
+  # 240 images: 8 epochs of batch 32 are 60 steps, 16 epochs 120; a limit of 50 shortens both
+  assert (run["model"]["pretrain_steps"], run["flags"]["train_steps"]) == steps
   assert run["model"]["channels"] == channels  # grey PNG files train as grey
   with open(model_dir / "eval" / "metrics.json") as f:
     assert json.load(f)["acc"] > 0.9
 
 
 def test_init_manifold_umap_fits_the_restarts_on_the_embedded_codes(vc_tiny, vc_main, tmp_path):
-  pytest.importorskip("umap")
   model_dir = tmp_path / "run"
   log = vc_main(*vc_tiny, f"--model_dir={model_dir}", "--pretrain_steps=20", "--train_steps=20",
                 "--gmm_restarts=2", "--init_manifold=umap").stderr

@@ -58,13 +58,17 @@ flags.DEFINE_float("pretrain_epochs", 0.0, "Warm-up length in passes over the tr
 flags.DEFINE_float("train_epochs", 0.0, "Training length (warm-up included) in passes over the "
                    "training images; sets --train_steps likewise (0: use --train_steps).",
                    lower_bound=0.0, flag_values=METHOD_FLAGS)
+flags.DEFINE_integer("max_train_steps", 0, "With --train_epochs: the most steps the run may take "
+                     "(warm-up included); a longer epoch schedule is shortened to it, the warm-up by "
+                     "the same factor, so that a large folder stays within a time budget (0: no "
+                     "limit).", lower_bound=0, flag_values=METHOD_FLAGS)
 flags.DEFINE_list("num_clusters_range", ["2", "30"], "With --num_clusters=auto: the smallest and "
                   "largest K to choose from (by the BIC of Gaussian mixtures fitted to the warm-up "
                   "codes).", flag_values=METHOD_FLAGS)
 
 flags.register_validator(
     "init_manifold", lambda v: v != "umap" or importlib.util.find_spec("umap") is not None,
-    message="--init_manifold=umap needs umap-learn: pip install umap-learn (or -e \".[benchmarks]\").",
+    message="--init_manifold=umap needs umap-learn: pip install umap-learn.",
     flag_values=METHOD_FLAGS)
 flags.register_validator("gmm_restarts", lambda v: v >= 1, message="--gmm_restarts must be at least 1.",
                          flag_values=METHOD_FLAGS)
@@ -109,6 +113,14 @@ def steps_from_epochs(info: data.DatasetInfo):
     FLAGS[steps].value = max(1, round(FLAGS[epochs].value * info.num_examples / FLAGS.batch_size))
     logging.info("--%s=%g: %s = %d (%d images, batch %d).", epochs, FLAGS[epochs].value, steps,
                  FLAGS[steps].value, info.num_examples, FLAGS.batch_size)
+  if FLAGS.train_epochs and FLAGS.max_train_steps and FLAGS.train_steps > FLAGS.max_train_steps:
+    shortening = FLAGS.max_train_steps / FLAGS.train_steps
+    if FLAGS.pretrain_epochs:  # first: the flags' check wants the warm-up within training
+      FLAGS.pretrain_steps = max(1, round(FLAGS.pretrain_steps * shortening))
+    FLAGS.train_steps = FLAGS.max_train_steps
+    logging.info("--max_train_steps=%d: train_steps = %d, pretrain_steps = %d (%.2f of the epoch "
+                 "schedule).", FLAGS.max_train_steps, FLAGS.train_steps, FLAGS.pretrain_steps,
+                 shortening)
   if not 0 <= FLAGS.pretrain_steps <= FLAGS.train_steps:
     command.fail(f"The warm-up ({FLAGS.pretrain_steps} steps) is longer than training "
                  f"({FLAGS.train_steps} steps); --train_epochs includes the warm-up.")
