@@ -20,6 +20,7 @@ setuptools.setup(
         "numpy",
         "scipy",
         "scikit-learn",
+        "threadpoolctl",  # a scikit-learn dependency, imported by vaeclust.prior_init
         "mlxtend",
         "pillow",
         "tensorflow-serving-api==2.21.*",

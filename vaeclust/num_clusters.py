@@ -25,6 +25,7 @@ class Choice:
   scores: List[float]  # BIC of each candidate, in order
 
 
+@prior_init.one_blas_thread
 def bic_curve(codes: np.ndarray, candidates: Iterable[int], covariance: str, seed: int) -> List[float]:
   """The lowest BIC of RESTARTS GMM fits to `codes` for each candidate K."""
   scores = []

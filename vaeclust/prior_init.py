@@ -28,12 +28,18 @@ from sklearn import cluster
 from sklearn import exceptions
 from sklearn import metrics
 from sklearn import mixture
+import threadpoolctl
 
 CRITERIA = ("augmentation", "consensus", "likelihood", "coassociation")
 MANIFOLDS = ("none", "umap")
 UMAP_NEIGHBOURS = 20  # N2D's setting (its MNIST, USPS and Fashion results)
 REG_COVAR = 1e-4
 COASSOCIATION_EXAMPLES = 5000  # the matrix is examples² floats
+
+# The mixtures are small (K components of a few dimensions): BLAS threads cost more than they
+# save, 20× when other work keeps the cores busy (measured: one GMM fit to 10,000 codes of 10
+# dimensions, 6.7 s on two threads, 0.28 s on one).
+one_blas_thread = threadpoolctl.threadpool_limits.wrap(limits=1, user_api="blas")
 
 
 @dataclasses.dataclass
@@ -51,6 +57,7 @@ def consensus(assignments: Sequence[np.ndarray]) -> List[float]:
           if len(assignments) > 1 else 0.0 for i, assigned in enumerate(assignments)]
 
 
+@one_blas_thread
 def choose_mixture(codes: np.ndarray, num_clusters: int, covariance: str, restarts: int,
                    seed: int, criterion: str, augmented_codes: Sequence[np.ndarray] = ()) -> Choice:
   """Fits `restarts` GMMs (k-means++ starts) to `codes` and keeps the best by `criterion` (or, for
@@ -103,6 +110,7 @@ def coassociation_mixture(codes: np.ndarray, assignments: Sequence[np.ndarray], 
   return mixture_from_groups(codes, codes[rows], np.eye(num_clusters)[groups], covariance, seed)
 
 
+@one_blas_thread
 def mixture_from_groups(codes: np.ndarray, grouped: np.ndarray, responsibilities: np.ndarray,
                         covariance: str, seed: int, refine: bool = True) -> mixture.GaussianMixture:
   """A GMM whose components start as the weighted moments of the rows of `grouped` under
