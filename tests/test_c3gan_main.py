@@ -81,9 +81,6 @@ def test_eval_of_an_empty_model_dir_says_train_first(run_module, tmp_path):
                       timeout=120)
   assert result.returncode == 2 and "train first" in result.stderr
   assert "Traceback" not in result.stderr
-  result = run_module("c3gan.main", f"--model_dir={tmp_path}", "--num_clusters=auto", check=False,
-                      timeout=120)
-  assert result.returncode == 1 and "C3-GAN needs the number of classes" in result.stderr
 
 
 def test_model_dir_of_the_other_method_is_refused(c3gan_tiny, c3gan_main, tmp_path):

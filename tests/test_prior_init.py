@@ -119,6 +119,7 @@ def _two_rings(rng, n=300):
   return rings + rng.normal(scale=0.1, size=rings.shape), np.repeat([0, 1], n // 2)
 
 
+@pytest.mark.xdist_group("umap")  # see test_vaeclust_main
 def test_umap_embedding_unrolls_groups_that_a_mixture_of_the_codes_cannot_split():
   codes, rings = _two_rings(np.random.default_rng(0))
   views = [codes + 0.01]

@@ -19,6 +19,7 @@ from vaeclust.lib import command
 from vaeclust.lib import common_flags
 from vaeclust.lib import data
 from vaeclust.lib import distribute
+from vaeclust.lib import evaluation
 from vaeclust.lib import experiment
 from vaeclust.lib import hparams
 from vaeclust.lib import images as images_lib
@@ -255,12 +256,15 @@ def initialise_prior(model, ds: tf.data.Dataset, trainer: training.Trainer):
 def embed(model, ds: tf.data.Dataset, view: int = 0) -> np.ndarray:
   """Code means m(x) of every image of a uint8 dataset (view 0), or of an augmented copy of each
   (view ≥ 1: each view its own random transforms)."""
-  @tf.function
-  def infer(images, batch_number):
+  def codes(images, batch_number):
     if view:
       noise = noise_lib.BatchNoise(FLAGS.seed, batch_number, tf.shape(images)[0], stream=view)
       images = model.augment(images, noise)
     return model.embed(images)
+
+  c = model.config
+  infer = evaluation.batch_function(codes, [c.image_size, c.image_size, c.channels],
+                                    tf.TensorSpec([], tf.int64))
 
   batches = data.evaluation_batches(ds, FLAGS.eval_batch_size)
   return np.concatenate([infer(b["image"], tf.constant(i, tf.int64)).numpy()
@@ -271,11 +275,13 @@ def log_model_summaries(model, writer, step: int, channels: int):
   """The objective on the evaluation split, reconstructions of evaluation images, samples from
   every mixture component and the mixture weights."""
   ds, _ = experiment.load_split(train=False, channels=channels)
-  test_step = tf.function(model.test_step)
+  c = model.config
+  test_step = evaluation.batch_function(lambda images: model.test_step({"image": images}),
+                                        [c.image_size, c.image_size, c.channels])
   totals, count = {}, 0
   for batch in data.evaluation_batches(ds, FLAGS.eval_batch_size):
     size = int(tf.shape(batch["image"])[0])
-    for name, value in test_step(batch).items():
+    for name, value in test_step(batch["image"]).items():
       totals[name] = totals.get(name, 0.0) + float(value) * size
     count += size
   images = next(iter(data.evaluation_batches(ds, 16)))["image"]

@@ -51,6 +51,14 @@ def thumbnail_size(image_size: int, count: int) -> int:
   return max(1, min(image_size, 64, 8192 // max(1, math.ceil(math.sqrt(count)))))
 
 
+def batch_function(fn: Callable, image_shape, *extra_specs: tf.TensorSpec):
+  """`fn(images, *extra)` as one tf.function for float images [B, *image_shape] of any batch size:
+  traced once, not again for a split's smaller last batch, and without AutoGraph (the models'
+  inference has no tensor-dependent Python control flow)."""
+  images = tf.TensorSpec([None, *image_shape], tf.float32)
+  return tf.function(fn, input_signature=[images, *extra_specs], autograph=False)
+
+
 def predict(outputs_fn: Callable, batches: tf.data.Dataset, num_clusters: int,
             per_cluster: int = 10, projector_examples: int = 0) -> Predictions:
   """Runs `outputs_fn(float images) → {"probabilities": [B, K], "embedding": [B, D]}` over every

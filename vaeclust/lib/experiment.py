@@ -297,7 +297,8 @@ def evaluate(outputs_fn, num_clusters: int, step: int, strategy, writer,
     return None
   ds, info = load_split(train=False, channels=channels)
   if outputs_fn not in _traced:
-    _traced[outputs_fn] = tf.function(outputs_fn)
+    _traced[outputs_fn] = evaluation.batch_function(outputs_fn,
+                                                    [FLAGS.image_size, FLAGS.image_size, channels])
   predictions = evaluation.predict(
       _traced[outputs_fn], data.evaluation_batches(ds, FLAGS.eval_batch_size), num_clusters,
       projector_examples=FLAGS.projector_examples if write_files else 0)
