@@ -31,6 +31,9 @@ from export import signatures
 from vaeclust import model as vc_model
 from vaeclust.lib import data
 
+# The trained model, its export and the server are module fixtures: built once, in one worker.
+pytestmark = pytest.mark.xdist_group("export")
+
 MAX_BATCH = 100
 MAX_REQUEST_BYTES = 1 << 20
 MAX_PIXELS_PER_IMAGE = 100 * 100

@@ -63,7 +63,9 @@ def _c3gan_logs(policy, jit_compile):
     return {name: float(value) for name, value in logs.items()}, model
 
 
-@pytest.mark.parametrize("build", [_vc_logs, _c3gan_logs], ids=["vc", "c3gan"])
+@pytest.mark.parametrize("build", [  # each model's cases in one worker, which builds the reference once
+    pytest.param(_vc_logs, id="vc", marks=pytest.mark.xdist_group("precision_vc")),
+    pytest.param(_c3gan_logs, id="c3gan", marks=pytest.mark.xdist_group("precision_c3gan"))])
 @pytest.mark.parametrize("policy,jit_compile,tolerance", CASES)
 def test_a_training_step_gives_the_float32_losses(build, policy, jit_compile, tolerance):
   reference = _float32_logs(build)
