@@ -86,13 +86,11 @@ def test_a_training_step_gives_the_float32_losses(build, policy, jit_compile, to
                   "--gmm_restarts=2", "--consistency_weight=0.5"]),
     ("c3gan", ["--cpu_devices=2", "--mixed_precision=mixed_float16"]),
 ], ids=["vc-float16-2-replicas", "vc-bfloat16-xla", "c3gan-float16-2-replicas"])
-def test_mains_train_and_evaluate_with_mixed_precision_or_xla(run_module, in_process, tiny_flags,
-                                                            tmp_path, main, extra):
-  # Two replicas as a command: a run on two replicas in the test process would leave collective
-  # ops whose keys the in-process strategies of other tests meet again.
+def test_mains_train_and_evaluate_with_mixed_precision_or_xla(in_process, tiny_flags, tmp_path,
+                                                            main, extra):
   model_dir = str(tmp_path / "run")
-  run = run_module if "--cpu_devices=2" in extra else in_process
-  run(f"{main}.main", *tiny_flags[main], f"--model_dir={model_dir}", "--train_steps=10", *extra)
+  in_process(f"{main}.main", *tiny_flags[main], f"--model_dir={model_dir}", "--train_steps=10",
+             *extra)
   with open(os.path.join(model_dir, "eval", "metrics.json")) as f:
     metrics = json.load(f)
   assert metrics["step"] == 10 and metrics["num_examples"] == 1797 and 0 < metrics["acc"] <= 1

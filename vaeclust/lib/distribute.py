@@ -1,6 +1,8 @@
 """tf.distribute set-up shared by both methods: devices, the strategy, and who may write files."""
+import functools
 import os
 import tempfile
+from typing import Tuple
 
 from absl import logging
 import keras
@@ -22,14 +24,21 @@ def split_cpu(num_devices: int):
       cpu, [tf.config.LogicalDeviceConfiguration()] * num_devices)
 
 
+@functools.lru_cache(maxsize=None)
+def mirrored(devices: Tuple[str, ...]) -> tf.distribute.MirroredStrategy:
+  """One MirroredStrategy per set of devices in a process: a second one on the same devices would
+  reuse collective keys the runtime has bound to the first one's tensors (a process that runs
+  several times: a notebook, the tests)."""
+  return tf.distribute.MirroredStrategy(list(devices))
+
+
 def make_strategy(name: str, cpu_devices: int = 1) -> tf.distribute.Strategy:
   """The tf.distribute strategy for `--strategy`; `mirrored` uses every GPU, else `cpu_devices`
   logical CPU devices."""
   if name == "mirrored":
     gpus = tf.config.list_logical_devices("GPU")
     cpus = tf.config.list_logical_devices("CPU")[:cpu_devices]
-    devices = [d.name for d in gpus] or [d.name for d in cpus]
-    strategy = tf.distribute.MirroredStrategy(devices)
+    strategy = mirrored(tuple(d.name for d in gpus) or tuple(d.name for d in cpus))
   elif name == "multi_worker":
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
   elif name == "one_device":
