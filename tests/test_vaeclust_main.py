@@ -174,7 +174,7 @@ def _latest_step(model_dir):
 
 
 def _metrics_after_training_from_the_gmm(vc_tiny, vc_main, model_dir, initial_posterior_scale):
-  vc_main(*vc_tiny, f"--model_dir={model_dir}", "--pretrain_steps=300", "--train_steps=500",
+  vc_main(*vc_tiny, f"--model_dir={model_dir}", "--pretrain_steps=300", "--train_steps=400",
            "--consistency_weight=0.5", "--balance_weight=0", "--gmm_restarts=1", "--log_every=100",
            f"--initial_posterior_scale={initial_posterior_scale}")
   with open(os.path.join(model_dir, "eval", "metrics.json")) as f:
@@ -370,6 +370,7 @@ def _template_folder(root, mode: str, classes: int = 4, per_class: int = 60, siz
                       else pixels.astype(np.uint8), mode).save(root / f"class{k}" / f"{i}.png")
 
 
+@pytest.mark.xdist_group("umap")  # folder.flags embeds the codes with UMAP
 @pytest.mark.parametrize("mode, channels, max_steps, steps", [("L", 1, 0, (60, 120)),
                                                               ("RGB", 3, 50, (25, 50))])
 def test_the_folder_recipe_sizes_its_run_by_the_folder(vc_main, tmp_path, mode, channels,
@@ -390,7 +391,7 @@ def test_the_folder_recipe_sizes_its_run_by_the_folder(vc_main, tmp_path, mode, 
     assert json.load(f)["acc"] > 0.9
 
 
-@pytest.mark.xdist_group("umap")  # one worker compiles UMAP's numba functions for both tests
+@pytest.mark.xdist_group("umap")  # one worker compiles UMAP's numba functions for all its tests
 def test_init_manifold_umap_fits_the_restarts_on_the_embedded_codes(vc_tiny, vc_main, tmp_path):
   model_dir = tmp_path / "run"
   log = vc_main(*vc_tiny, f"--model_dir={model_dir}", "--pretrain_steps=20", "--train_steps=20",
