@@ -11,11 +11,10 @@ import numpy as np
 from sklearn import cluster as sk_cluster
 from sklearn import mixture as sk_mixture
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+from vaeclust.lib import data
+from vaeclust.lib import metrics
 
-from vaeclust.lib import data  # pylint: disable=g-import-not-at-top,wrong-import-position
-from vaeclust.lib import metrics  # pylint: disable=g-import-not-at-top,wrong-import-position
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 SCORES = ("acc", "nmi", "ari", "many_to_one_acc")
 

@@ -46,7 +46,6 @@ from absl import flags
 import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
 
 # name: (model, configs/FILE.flags, flags given after the file, description)
 CONFIGS = {
