@@ -168,6 +168,15 @@ def ports():
   return free_ports
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
+def pytest_collection_modifyitems(items):
+  """The tests of a module that use its `trained` fixture (a module fixture that trains a run)
+  run in one xdist worker (--dist loadgroup), which trains the run once, not once per worker."""
+  for item in items:
+    if "trained" in item.fixturenames:
+      item.add_marker(pytest.mark.xdist_group(f"{item.module.__name__}.trained"))
+
+
 @pytest.fixture(autouse=True)
 def fixed_seeds():
   np.random.seed(0)

@@ -12,9 +12,6 @@ from export import saved_model
 from vaeclust import predict as predict_lib
 from vaeclust.lib import data
 
-# The trained runs are module fixtures: trained once, in one worker.
-pytestmark = pytest.mark.xdist_group("predict")
-
 TRAIN = {
     "vaeclust.main": ["--conv_filters=8", "--hidden_units=32", "--latent_dim=4",
                       "--pretrain_steps=30", "--train_steps=60", "--gmm_restarts=2"],

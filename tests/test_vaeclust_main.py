@@ -235,7 +235,6 @@ def _copy(model_dir, tmp_path):
   return shutil.copytree(model_dir, tmp_path / "run")
 
 
-@pytest.mark.xdist_group("trained")  # the module fixture, trained once
 def test_eval_alone_scores_the_model_on_the_data_it_was_trained_on(vc_main, trained, tmp_path):
   model_dir = _copy(trained, tmp_path)
   metrics = model_dir / "eval" / "metrics.json"
@@ -255,7 +254,6 @@ def test_eval_alone_scores_the_model_on_the_data_it_was_trained_on(vc_main, trai
     assert json.load(f)["num_examples"] == 5000
 
 
-@pytest.mark.xdist_group("trained")  # the module fixture, trained once
 def test_eval_of_a_run_json_without_flags_takes_its_dataset_and_the_other_flags(vc_main, trained, tmp_path):
   model_dir = _copy(trained, tmp_path)
   with open(model_dir / "run.json") as f:
@@ -269,7 +267,6 @@ def test_eval_of_a_run_json_without_flags_takes_its_dataset_and_the_other_flags(
     assert json.load(f)["num_examples"] == 1797
 
 
-@pytest.mark.xdist_group("trained")  # the module fixture, trained once
 def test_resume_with_other_data_or_training_flags_is_refused_with_the_differences(vc_tiny, vc_main, trained):
   for flags, listed in (
       (["--dataset=mnist5k"], ["dataset: digits → mnist5k"]),
@@ -282,7 +279,6 @@ def test_resume_with_other_data_or_training_flags_is_refused_with_the_difference
   assert _latest_step(trained) == 20
 
 
-@pytest.mark.xdist_group("trained")  # the module fixture, trained once
 def test_a_run_that_stored_num_clusters_as_an_integer_resumes(vc_tiny, vc_main, trained, tmp_path):
   model_dir = _copy(trained, tmp_path)
   run = json.loads((model_dir / "run.json").read_text())
@@ -292,7 +288,6 @@ def test_a_run_that_stored_num_clusters_as_an_integer_resumes(vc_tiny, vc_main, 
   assert _latest_step(model_dir) == 30
 
 
-@pytest.mark.xdist_group("trained")  # the module fixture, trained once
 def test_a_run_from_before_a_new_setting_resumes_with_its_default_only(vc_tiny, vc_main, trained,
                                                                        tmp_path):
   model_dir = _copy(trained, tmp_path)
@@ -307,7 +302,6 @@ def test_a_run_from_before_a_new_setting_resumes_with_its_default_only(vc_tiny, 
   assert _latest_step(model_dir) == 30
 
 
-@pytest.mark.xdist_group("trained")  # the module fixture, trained once
 def test_resume_may_change_how_long_how_often_and_where_a_run_goes(vc_tiny, vc_main, trained, tmp_path):
   model_dir = _copy(trained, tmp_path)
   resumed = vc_main(*vc_tiny, f"--model_dir={model_dir}", "--train_steps=30", "--log_every=5",
