@@ -60,14 +60,14 @@ def test_noise_rows_of_two_replicas_are_the_one_replica_draws():
 
 VC_CONFIG = dict(image_size=8, channels=1, num_clusters=4, latent_dim=3, conv_filters=(8,),
                  hidden_units=16, balance_weight=1.0, consistency_weight=0.5,
-                 warmup_contrastive_weight=0.5, seed=4)
+                 warmup_contrastive_weight=0.5, learning_rate=1e-2, seed=4)
 
 
 def _vc_model(strategy):
   keras.utils.set_random_seed(0)  # the same initial weights for every strategy
   with strategy.scope():
     model = vc_model.VariationalClustering(vc_model.Config(**VC_CONFIG))
-    model.compile(optimizer=keras.optimizers.Adam(1e-2))
+    model.compile(optimizer=keras.optimizers.Adam(model.config.learning_rate))
     model.optimizer.build(model.trainable_variables)
   return model
 

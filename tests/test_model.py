@@ -18,11 +18,11 @@ def _digits(n=None):
 
 def _model(**overrides):
   config = dict(image_size=8, channels=1, num_clusters=6, latent_dim=4, conv_filters=(16,),
-                hidden_units=32, seed=0)
+                hidden_units=32, learning_rate=3e-3, seed=0)
   config.update(overrides)
   keras.utils.set_random_seed(0)
   model = vc_model.VariationalClustering(vc_model.Config(**config))
-  model.compile(optimizer=keras.optimizers.Adam(3e-3))
+  model.compile(optimizer=keras.optimizers.Adam(model.config.learning_rate))
   model.optimizer.build(model.trainable_variables)
   return model
 
@@ -82,6 +82,19 @@ def test_temperature_and_kl_weight_schedules():
   assert float(model.kl_weight()) == 1.0
   model.optimizer.iterations.assign(10_000)
   np.testing.assert_allclose(float(model.temperature()), 0.1)
+
+
+def test_elbo_steps_ramp_the_learning_rate_up_after_the_warm_up():
+  model = _model(pretrain_steps=10, learning_rate=2e-3, learning_rate_ramp_steps=40)
+  model.optimizer.iterations.assign(10)  # the first ELBO step
+  model.train_step({"image": tf.constant(_digits(16))})
+  np.testing.assert_allclose(float(model.optimizer.learning_rate), 2e-3 / 40, rtol=1e-6)
+  for step, fraction in ((30, 21 / 40), (49, 1.0), (1_000, 1.0)):
+    model.optimizer.iterations.assign(step)
+    np.testing.assert_allclose(float(model.learning_rate()), 2e-3 * fraction, rtol=1e-6)
+  without = _model(pretrain_steps=10, learning_rate=2e-3)
+  without.optimizer.iterations.assign(10)
+  assert float(without.learning_rate()) == np.float32(2e-3)
 
 
 def test_samples_per_component_have_image_shape_and_range():

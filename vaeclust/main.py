@@ -35,8 +35,6 @@ FLAGS = flags.FLAGS
 # initialisation, not of the model).
 METHOD_FLAGS = common_flags.method_flags()
 hparams.define_flags(vc_model.Config, METHOD_FLAGS)
-flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate (encoder, decoder and prior).",
-                   flag_values=METHOD_FLAGS)
 flags.DEFINE_integer("gmm_init_examples", 20_000, "Training images whose codes fit that GMM.",
                      flag_values=METHOD_FLAGS)
 flags.DEFINE_integer("gmm_restarts", 20, "GMM fits from different starts after the warm-up; the one "
@@ -72,8 +70,6 @@ flags.register_validator(
     message="--init_manifold=umap needs umap-learn: pip install umap-learn.",
     flag_values=METHOD_FLAGS)
 flags.register_validator("gmm_restarts", lambda v: v >= 1, message="--gmm_restarts must be at least 1.",
-                         flag_values=METHOD_FLAGS)
-flags.register_validator("learning_rate", lambda v: v > 0, message="--learning_rate must be > 0.",
                          flag_values=METHOD_FLAGS)
 flags.register_multi_flags_validator(
     ["temperature_start", "temperature_end"], lambda f: f["temperature_start"] >= f["temperature_end"],
@@ -152,7 +148,7 @@ def build(run: dict, strategy, restore: bool = True):
   restoring the newest checkpoint, with `restore`)."""
   with strategy.scope():
     model = vc_model.from_run(run)
-    model.compile(optimizer=experiment.optimizer(keras.optimizers.Adam(FLAGS.learning_rate)))
+    model.compile(optimizer=experiment.optimizer(keras.optimizers.Adam(model.config.learning_rate)))
     model.optimizer.build(model.trainable_variables)
   trainer = experiment.resume(vc_model.checkpoint(model), model.optimizer.iterations, strategy,
                               restore=restore)

@@ -62,6 +62,14 @@ class Config:
       5000, "Steps for the temperature to fall by a factor e (exponential decay).")
   kl_warmup_steps: int = _field(0, "Steps of a linear 0→1 ramp of the KL weight after the "
                                 "warm-up (0: full weight at once).")
+  learning_rate: float = _field(1e-3, "Adam learning rate (encoder, decoder and prior).",
+                                hparams.positive, "--learning_rate must be > 0.")
+  # Adam's moment estimates at the switch come from the warm-up's loss, and the prior's are empty
+  # (its first updates are several times the learning rate): full-size ELBO steps at once can
+  # reshuffle within tens of steps the clusters the GMM initialisation found.
+  learning_rate_ramp_steps: int = _field(
+      0, "Steps of a linear 0→1 ramp of the learning rate after the warm-up (0: the full rate at "
+      "once).", hparams.non_negative, "--learning_rate_ramp_steps must be >= 0.")
   balance_weight: float = _field(0.0, "Weight of KL(batch-mean q(c|x) ‖ uniform), which stops "
                                  "images collapsing into few clusters.", lambda v: v >= 0,
                                  "--balance_weight must be >= 0.")
@@ -204,9 +212,16 @@ class VariationalClustering(keras.Model):
     return tf.maximum(decayed, c.temperature_end)
 
   def kl_weight(self):
-    c = self.config
-    steps = tf.cast(self.optimizer.iterations, tf.float32) - c.pretrain_steps
-    return tf.clip_by_value((steps + 1.0) / max(c.kl_warmup_steps, 1), 0.0, 1.0)
+    return self._ramp_after_warmup(self.config.kl_warmup_steps)
+
+  def learning_rate(self):
+    """The ELBO steps' learning rate (the warm-up's is the full rate)."""
+    return self.config.learning_rate * self._ramp_after_warmup(self.config.learning_rate_ramp_steps)
+
+  def _ramp_after_warmup(self, length: int):
+    """0→1 over the `length` ELBO steps after the warm-up (1 from the first with length 0)."""
+    steps = tf.cast(self.optimizer.iterations, tf.float32) - self.config.pretrain_steps
+    return tf.clip_by_value((steps + 1.0) / max(length, 1), 0.0, 1.0)
 
   def posterior(self, features, clusters):
     """Mean and scale of q(z|x,c) for one relaxed/one-hot c [B, K] per image → [B, D] each."""
@@ -291,6 +306,8 @@ class VariationalClustering(keras.Model):
       if c.balance_weight:
         # Each replica adds the same global term; gradients of the all-reduce sum them back once.
         loss += c.balance_weight * balance / distribute.num_replicas()
+    # the optimizer's rate variable (checkpointed, as with a constant rate) follows the ramp
+    self.optimizer.learning_rate.assign(self.learning_rate())
     distribute.apply_gradients(self.optimizer, tape, loss, self.trainable_variables)
     logs = {name: tf.reduce_mean(value) for name, value in terms.items()}
     total = tf.reduce_mean(per_example) + c.balance_weight * balance
@@ -299,6 +316,7 @@ class VariationalClustering(keras.Model):
       total += c.contrastive_weight * logs["contrastive"]
     logs.update(loss=total, balance_kl=balance,
                 temperature=self.temperature(), kl_weight=self.kl_weight(),
+                learning_rate=self.learning_rate(),
                 clusters_used=tf.reduce_sum(tf.cast(mean_probs > 0.1 / c.num_clusters, tf.float32)))
     return logs
 
