@@ -5,6 +5,7 @@ from sklearn import mixture
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from vaeclust import losses
 from vaeclust import model as vc_model
 from vaeclust.lib import data
 from vaeclust.lib import noise as noise_lib
@@ -144,3 +145,20 @@ def test_contrastive_weight_adds_the_views_nt_xent_to_the_training_loss():
   np.testing.assert_allclose(logs["reconstruction"], plain["reconstruction"], rtol=1e-5)
   np.testing.assert_allclose(logs["loss"], plain["loss"] + 2.0 * logs["contrastive"], rtol=1e-5)
   assert all(not np.array_equal(b, v.numpy()) for b, v in zip(before, model.encoder.trainable_variables))
+
+
+def test_consistency_of_colour_images_compares_q_c_under_the_nt_xent_views():
+  """q(c|x) of a colour image must match q(c|x') for x' a crop / flip / colour-jitter view (the
+  NT-Xent views), not an affine warp that keeps the colours the clusters could follow."""
+  images = tf.constant(np.random.default_rng(0).random((16, 8, 8, 3), np.float32))
+  model = _model(channels=3, consistency_weight=1.0, pretrain_steps=0)
+  views = []
+  model.contrastive_view = lambda x, noise: views.append(
+      vc_model.VariationalClustering.contrastive_view(model, x, noise)) or views[-1]
+  terms, _ = model.objective_terms(images, training=True,
+                                   noise=noise_lib.BatchNoise(0, 0, 16))
+  assert len(views) == 1
+  logits = model.cluster_posterior_logits(model.encoder(images, training=True))
+  view_logits = model.cluster_posterior_logits(model.encoder(views[0], training=True))
+  np.testing.assert_allclose(terms["consistency"],
+                             losses.consistency_ce(logits, view_logits), rtol=1e-5)

@@ -365,14 +365,15 @@ def _template_folder(root, mode: str, classes: int = 4, per_class: int = 60, siz
 
 
 @pytest.mark.xdist_group("umap")  # folder.flags embeds the codes with UMAP
-@pytest.mark.parametrize("mode, channels, max_steps, steps", [("L", 1, 0, (60, 120)),
-                                                              ("RGB", 3, 50, (25, 50))])
-def test_the_folder_recipe_sizes_its_run_by_the_folder(vc_main, tmp_path, mode, channels,
+@pytest.mark.parametrize("config, mode, channels, max_steps, steps", [
+    ("folder", "L", 1, 0, (60, 120)), ("cifar10_cpu", "RGB", 3, 50, (25, 50))])
+def test_the_folder_recipe_sizes_its_run_by_the_folder(vc_main, tmp_path, config, mode, channels,
                                                        max_steps, steps):
   _template_folder(tmp_path / "images", mode)
   model_dir = tmp_path / "run"
   # the documented command with what a user knows, and a smaller network to stay quick
-  vc_main("--flagfile=configs/folder.flags", f"--data_dir={tmp_path / 'images'}",
+  # (cifar10_cpu.flags is folder.flags with a longer schedule)
+  vc_main(f"--flagfile=configs/{config}.flags", f"--data_dir={tmp_path / 'images'}",
           "--num_clusters=4", "--image_size=16", f"--model_dir={model_dir}", "--conv_filters=8",
           "--hidden_units=32", "--batch_size=32", "--pretrain_epochs=8", "--train_epochs=16",
           f"--max_train_steps={max_steps}", "--gmm_restarts=3", "--log_every=10")

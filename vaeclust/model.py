@@ -74,7 +74,9 @@ class Config:
                                  "images collapsing into few clusters.", lambda v: v >= 0,
                                  "--balance_weight must be >= 0.")
   consistency_weight: float = _field(0.0, "Weight of the cross-entropy between q(c|x) and "
-                                     "q(c|augmented x); > 0 also warms up on augmented inputs.")
+                                     "q(c|view of x), views as for NT-Xent (affine warps of grey "
+                                     "images; crops, flips, colour jitter of colour ones); > 0 "
+                                     "also warms up on such views.")
   pretrain_steps: int = _field(0, "Warm-up autoencoder steps, after which the mixture prior is "
                                "initialised from a GMM fitted to the codes (0: no warm-up).")
   warmup_contrastive_weight: float = _field(
@@ -272,7 +274,8 @@ class VariationalClustering(keras.Model):
     kl_c = losses.categorical_kl(logits, self.prior.logits[None])
     terms = {"reconstruction": reconstruction, "kl_z": kl_z, "kl_c": kl_c}
     if c.consistency_weight:
-      augmented = self.augment(images, noise)
+      # the NT-Xent terms' views: for colour images q(c|x) must then not follow the colours
+      augmented = self.contrastive_view(images, noise)
       logits_aug = self.cluster_posterior_logits(self.encoder(augmented, training=training))
       terms["consistency"] = losses.consistency_ce(logits, logits_aug)
     return terms, probs
@@ -322,17 +325,15 @@ class VariationalClustering(keras.Model):
 
   def pretrain_step(self, data):
     """Warm-up: a deterministic autoencoder on the code mean m(x) (the prior is untouched); with
-    augmentation it reconstructs each image from the code of a view of it, and with
-    warmup_contrastive_weight the codes of two views of an image also attract (NT-Xent)."""
+    consistency or NT-Xent it reconstructs each image from the code of a view of it
+    (contrastive_view), and with warmup_contrastive_weight the codes of two views of an image also
+    attract (NT-Xent)."""
     c = self.config
     images = data["image"]
     noise = self.step_noise(images)
     with tf.GradientTape() as tape:
-      if c.warmup_contrastive_weight:
-        inputs = self.contrastive_view(images, noise)
-      else:
-        inputs = self.augment(images, noise) if c.consistency_weight else images
-      z = self.code_mean_of(inputs)
+      views = c.warmup_contrastive_weight or c.consistency_weight
+      z = self.code_mean_of(self.contrastive_view(images, noise) if views else images)
       reconstruction = self.reconstruction_nll(self.decoder(z, training=True), images)
       logs = {"reconstruction": tf.reduce_mean(reconstruction)}
       loss = tf.nn.compute_average_loss(reconstruction)
