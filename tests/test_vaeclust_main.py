@@ -372,7 +372,7 @@ def test_the_folder_recipe_sizes_its_run_by_the_folder(vc_main, tmp_path, config
   _template_folder(tmp_path / "images", mode)
   model_dir = tmp_path / "run"
   # the documented command with what a user knows, and a smaller network to stay quick
-  # (cifar10_cpu.flags is folder.flags with a longer schedule)
+  # (cifar10_cpu.flags is folder.flags with CIFAR-10's K and size, which the test overrides)
   vc_main(f"--flagfile=configs/{config}.flags", f"--data_dir={tmp_path / 'images'}",
           "--num_clusters=4", "--image_size=16", f"--model_dir={model_dir}", "--conv_filters=8",
           "--hidden_units=32", "--batch_size=32", "--pretrain_epochs=8", "--train_epochs=16",
