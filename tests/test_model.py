@@ -153,8 +153,12 @@ def test_consistency_of_colour_images_compares_q_c_under_the_nt_xent_views():
   images = tf.constant(np.random.default_rng(0).random((16, 8, 8, 3), np.float32))
   model = _model(channels=3, consistency_weight=1.0, pretrain_steps=0)
   views = []
-  model.contrastive_view = lambda x, noise: views.append(
-      vc_model.VariationalClustering.contrastive_view(model, x, noise)) or views[-1]
+
+  def recorded_view(x, noise):
+    views.append(vc_model.VariationalClustering.contrastive_view(model, x, noise))
+    return views[-1]
+
+  model.contrastive_view = recorded_view
   terms, _ = model.objective_terms(images, training=True,
                                    noise=noise_lib.BatchNoise(0, 0, 16))
   assert len(views) == 1
