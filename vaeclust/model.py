@@ -89,12 +89,6 @@ class Config:
       0.0, "Weight of the same NT-Xent in VC training after the warm-up: keeps the codes of an "
       "image's views together while the ELBO reshapes the encoder (0: none).",
       hparams.non_negative, "--contrastive_weight must be >= 0.")
-  # The reconstruction sums over every value of an image, NT-Xent is one term per image: per
-  # value, the two keep the same balance at any image size and channel count.
-  contrastive_weight_unit: str = _field(
-      "image", "What the NT-Xent weights are per: image (as given) or value (multiplied by the "
-      "image's height × width × channels, the values the reconstruction sums over).",
-      choices=("image", "value"))
   contrastive_temperature: float = _field(0.5, "τ of the NT-Xent terms.", hparams.positive,
                                           "--contrastive_temperature must be > 0.")
   view_crop_scale: Tuple[float, float] = _field(
@@ -309,7 +303,7 @@ class VariationalClustering(keras.Model):
       if c.contrastive_weight:
         contrastive = self.views_nt_xent(self.code_mean_of(self.contrastive_view(images, noise)),
                                          images, noise)
-        loss += self.contrastive_weight(c.contrastive_weight) * tf.nn.compute_average_loss(contrastive)
+        loss += c.contrastive_weight * tf.nn.compute_average_loss(contrastive)
       mean_probs = distribute.global_batch_mean(probs)
       balance = losses.balance_kl(mean_probs)
       if c.balance_weight:
@@ -322,7 +316,7 @@ class VariationalClustering(keras.Model):
     total = tf.reduce_mean(per_example) + c.balance_weight * balance
     if c.contrastive_weight:
       logs["contrastive"] = tf.reduce_mean(contrastive)
-      total += self.contrastive_weight(c.contrastive_weight) * logs["contrastive"]
+      total += c.contrastive_weight * logs["contrastive"]
     logs.update(loss=total, balance_kl=balance,
                 temperature=self.temperature(), kl_weight=self.kl_weight(),
                 learning_rate=self.learning_rate(),
@@ -346,17 +340,11 @@ class VariationalClustering(keras.Model):
       total = logs["reconstruction"]
       if c.warmup_contrastive_weight:
         contrastive = self.views_nt_xent(z, images, noise)
-        weight = self.contrastive_weight(c.warmup_contrastive_weight)
-        loss += weight * tf.nn.compute_average_loss(contrastive)
+        loss += c.warmup_contrastive_weight * tf.nn.compute_average_loss(contrastive)
         logs["contrastive"] = tf.reduce_mean(contrastive)
-        total += weight * logs["contrastive"]
+        total += c.warmup_contrastive_weight * logs["contrastive"]
     distribute.apply_gradients(self.optimizer, tape, loss, self.trainable_variables)
     return dict(logs, loss=total)
-
-  def contrastive_weight(self, weight: float) -> float:
-    """An NT-Xent weight (warm-up or training) per image, as its unit says."""
-    c = self.config
-    return weight * (c.image_size ** 2 * c.channels if c.contrastive_weight_unit == "value" else 1)
 
   def code_mean_of(self, images):
     """m(x) in float32, in training mode."""
