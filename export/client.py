@@ -171,17 +171,22 @@ def to_csv(rows) -> str:
   return out.getvalue()
 
 
-def define_flags():
-  flags.DEFINE_string("server", "localhost:8500", "host:port of the gRPC endpoint.")
+def define_flags(flag_values: flags.FlagValues = FLAGS):
+  """The command's flags, in absl's FLAGS or (a test, say) a FlagValues of their own."""
+  define = dict(flag_values=flag_values)
+  flags.DEFINE_string("server", "localhost:8500", "host:port of the gRPC endpoint.", **define)
   flags.DEFINE_string("ssl_root_cert", None, "PEM certificate(s) to trust; connects with TLS "
-                      "(a server started with --ssl_cert_file). Without it, plaintext gRPC.")
-  flags.DEFINE_string("model_name", None, "Served model name.")
-  flags.DEFINE_string("signature", signatures.ENCODED, "Signature taking encoded image bytes.")
-  flags.DEFINE_float("timeout", 10.0, "Seconds per request.")
-  flags.DEFINE_integer("batch_size", 64, "Images per request.")
-  flags.DEFINE_string("output", None, "CSV file to write (default: standard output).")
-  flags.mark_flag_as_required("model_name")
-  flags.register_validator("batch_size", lambda v: v >= 1, message="--batch_size must be at least 1.")
+                      "(a server started with --ssl_cert_file). Without it, plaintext gRPC.",
+                      **define)
+  flags.DEFINE_string("model_name", None, "Served model name.", **define)
+  flags.DEFINE_string("signature", signatures.ENCODED, "Signature taking encoded image bytes.",
+                      **define)
+  flags.DEFINE_float("timeout", 10.0, "Seconds per request.", **define)
+  flags.DEFINE_integer("batch_size", 64, "Images per request.", **define)
+  flags.DEFINE_string("output", None, "CSV file to write (default: standard output).", **define)
+  flags.mark_flag_as_required("model_name", flag_values)
+  flags.register_validator("batch_size", lambda v: v >= 1, message="--batch_size must be at least 1.",
+                           **define)
 
 
 def main(argv):

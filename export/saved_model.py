@@ -122,18 +122,21 @@ def export(model_dir: str, export_base: str, model_name: str, version: int = Non
   return target
 
 
-def define_flags():
+def define_flags(flag_values: flags.FlagValues = FLAGS):
+  """The command's flags, in absl's FLAGS or (a test, say) a FlagValues of their own."""
+  define = dict(flag_values=flag_values)
   flags.DEFINE_string("model_dir", None, "Trained model: the --model_dir of the training run "
-                      "(run.json and checkpoints; the newest checkpoint is exported).")
+                      "(run.json and checkpoints; the newest checkpoint is exported).", **define)
   flags.DEFINE_string("export_base", None, "Directory of served models (TF Serving's model base "
-                      "paths live here: EXPORT_BASE/MODEL_NAME/VERSION).")
-  flags.DEFINE_string("model_name", None, "Name the model is served under.")
+                      "paths live here: EXPORT_BASE/MODEL_NAME/VERSION).", **define)
+  flags.DEFINE_string("model_name", None, "Name the model is served under.", **define)
   flags.DEFINE_integer("version", None, "Version number to write (default: one above the largest "
-                       "existing version, 1 for the first). An existing version is an error.")
+                       "existing version, 1 for the first). An existing version is an error.",
+                       **define)
   for name in ("model_dir", "export_base", "model_name"):
-    flags.mark_flag_as_required(name)
+    flags.mark_flag_as_required(name, flag_values)
   flags.register_validator("version", lambda v: v is None or v >= 1,
-                           message="--version must be a positive integer.")
+                           message="--version must be a positive integer.", **define)
 
 
 def main(argv):

@@ -1,6 +1,7 @@
 """Shared test set-up: quiet TensorFlow, CPU only (split in two logical devices), fixed seeds;
-runners of the entry points, in this process (`vc_main`, `c3gan_main`, `in_process`) and as a
-command (`run_module`, `start_module`); free ports."""
+runners of the entry points, in this process (`vc_main`, `c3gan_main`, `in_process`, and the
+export commands: `command_in_process`) and as a command (`run_module`, `start_module`); free
+ports."""
 import contextlib
 import dataclasses
 import functools
@@ -11,6 +12,7 @@ import os
 import socket
 import subprocess
 import sys
+import unittest.mock
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
@@ -44,38 +46,75 @@ class Finished:
   stdout: str = ""
 
 
+@contextlib.contextmanager
+def _captured():
+  """(log, stdout) StringIOs catching what an entry point logs and prints meanwhile."""
+  log, out = io.StringIO(), io.StringIO()
+  handler = logging.StreamHandler(log)
+  absl_logger = logging.getLogger("absl")
+  absl_logger.addHandler(handler)
+  absl_logging.set_verbosity(absl_logging.INFO)
+  try:
+    with contextlib.redirect_stderr(log), contextlib.redirect_stdout(out):
+      yield log, out
+  finally:
+    absl_logger.removeHandler(handler)
+
+
+def _exit_code(run) -> int:
+  """0, or the code `run()` exits with."""
+  try:
+    run()
+  except SystemExit as e:
+    return e.code
+  return 0
+
+
+def _finished(code, log, out, check: bool) -> Finished:
+  finished = Finished(code, log.getvalue(), out.getvalue())
+  if check and code:
+    raise AssertionError(f"exit {code}\n{finished.stderr[-4000:]}")
+  return finished
+
+
 def run_in_process(main_module: str, *args, check: bool = True) -> Finished:
   """`python -m <main_module> ARGS` (vaeclust.main or c3gan.main) in this process: its flags
   parsed as app.run would, its run, its exit (flag errors: 1, `fail`: 2) and its log."""
   method = importlib.import_module(main_module).METHOD
   common_flags.use(method.flags)
   flags.FLAGS.unparse_flags()
-  log, out = io.StringIO(), io.StringIO()
-  handler = logging.StreamHandler(log)
-  absl_logger = logging.getLogger("absl")
-  absl_logger.addHandler(handler)
-  absl_logging.set_verbosity(absl_logging.INFO)
   code = 0
   policy = keras.mixed_precision.global_policy()  # a run sets it for the process
   try:
-    with contextlib.redirect_stderr(log), contextlib.redirect_stdout(out):
+    with _captured() as (log, out):
       try:
         flags.FLAGS([main_module, *args])
       except flags.Error as e:
         print(f"FATAL Flags parsing error: {e}", file=sys.stderr)
         code = 1
       if not code:
-        try:
-          experiment.run(method)
-        except SystemExit as e:
-          code = e.code
+        code = _exit_code(lambda: experiment.run(method))
   finally:
-    absl_logger.removeHandler(handler)
     keras.mixed_precision.set_global_policy(policy)
-  finished = Finished(code, log.getvalue(), out.getvalue())
-  if check and code:
-    raise AssertionError(f"exit {code}\n{finished.stderr[-4000:]}")
-  return finished
+  return _finished(code, log, out, check)
+
+
+def run_command_in_process(module_name: str, *args, check: bool = True) -> Finished:
+  """`python -m <module> ARGS` of a command with flags of its own (export.client,
+  export.saved_model) in this process: its flags in a FlagValues of their own, its main, its exit
+  and its log."""
+  module = importlib.import_module(module_name)
+  own = flags.FlagValues()
+  module.define_flags(own)
+  with _captured() as (log, out):
+    try:
+      argv = own([module_name, *args])
+    except flags.Error as e:
+      print(f"FATAL Flags parsing error: {e}", file=sys.stderr)
+      return _finished(1, log, out, check)
+    with unittest.mock.patch.object(module, "FLAGS", own):
+      code = _exit_code(lambda: module.main(argv))
+  return _finished(code, log, out, check)
 
 
 def run_command(module: str, *args, check: bool = True, timeout: float = 300) -> Finished:
@@ -137,6 +176,12 @@ def vc_main():
 def c3gan_main():
   """c3gan.main in this process (run_in_process)."""
   return functools.partial(run_in_process, "c3gan.main")
+
+
+@pytest.fixture(scope="session")
+def command_in_process():
+  """run_command_in_process."""
+  return run_command_in_process
 
 
 @pytest.fixture(scope="session")

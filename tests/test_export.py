@@ -40,8 +40,9 @@ MAX_PIXELS_PER_IMAGE = 100 * 100
 MAX_PIXELS_PER_REQUEST = 50_000
 
 
-def export(run_module, model_dir, base, *extra, check=True):
-  return run_module("export.saved_model", f"--model_dir={model_dir}", f"--export_base={base}",
+def export(run, model_dir, base, *extra, check=True):
+  """The export command, run by `run` (command_in_process or run_module)."""
+  return run("export.saved_model", f"--model_dir={model_dir}", f"--export_base={base}",
                     "--model_name=digits", *extra, check=check)
 
 
@@ -54,10 +55,11 @@ def model_dir(vc_main, vc_tiny, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def base(run_module, model_dir, tmp_path_factory):
+def base(command_in_process, model_dir, tmp_path_factory):
   """EXPORT_BASE with version 1 of model `digits`."""
   path = str(tmp_path_factory.mktemp("models"))
-  assert export(run_module, model_dir, path).stdout.strip() == os.path.join(path, "digits", "1")
+  exported = export(command_in_process, model_dir, path).stdout.strip()
+  assert exported == os.path.join(path, "digits", "1")
   return path
 
 
@@ -199,8 +201,8 @@ def test_client_command_clusters_png_files_like_the_in_process_model(run_module,
   np.testing.assert_allclose([float(r["fit"]) for r in rows], reference_fit, atol=1e-4)
 
 
-def test_client_command_refuses_missing_files_before_sending(run_module, tmp_path):
-  missing = run_module("export.client", "--server=localhost:1", "--model_name=digits",
+def test_client_command_refuses_missing_files_before_sending(command_in_process, tmp_path):
+  missing = command_in_process("export.client", "--server=localhost:1", "--model_name=digits",
                        str(tmp_path / "none.png"), check=False)
   assert missing.returncode == 2 and "No such file(s)" in missing.stderr
   assert "Traceback" not in missing.stderr
@@ -353,8 +355,8 @@ def test_each_undecodable_image_is_named_without_graph_internals(server, digits)
     assert text in error.value.details() and "node" not in error.value.details()
 
 
-def test_client_command_names_unreadable_files_and_clusters_the_rest(run_module, server, digits, reference,
-                                                                      tmp_path):
+def test_client_command_names_unreadable_files_and_clusters_the_rest(command_in_process, server, digits,
+                                                                      reference, tmp_path):
   client, *_ = server
   paths = []
   for i, image in enumerate(digits[:5]):
@@ -363,8 +365,8 @@ def test_client_command_names_unreadable_files_and_clusters_the_rest(run_module,
   notes = tmp_path / "notes.txt"
   notes.write_text("not an image")
   paths.insert(2, str(notes))
-  result = run_module("export.client", f"--server={client.server}", "--model_name=digits",
-                      *paths, check=False)
+  result = command_in_process("export.client", f"--server={client.server}", "--model_name=digits",
+                              *paths, check=False)
   assert result.returncode == 1, result.stderr
   rows = list(csv.DictReader(result.stdout.splitlines()))
   assert [r["file"] for r in rows] == paths[:2] + paths[3:]
