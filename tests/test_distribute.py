@@ -182,8 +182,8 @@ def test_loss_scaled_steps_are_skipped_on_every_replica_when_one_overflows():
   assert float(optimizer.dynamic_scale.numpy()) < 2.0 ** 15  # and the loss scale lowered
 
 
-C3GAN_CONFIG = dict(image_size=16, channels=3, num_clusters=2, over_clustering=2, z_dim=8,
-                    code_noise_dim=4, g_filters=(16, 8, 8), d_filters=(8, 16), embedding_dim=8,
+C3GAN_CONFIG = dict(image_size=8, channels=3, num_clusters=2, over_clustering=2, z_dim=8,
+                    code_noise_dim=4, g_filters=(16, 8), d_filters=(8,), embedding_dim=8,
                     g_res_blocks=(1, 0), seed=5)
 
 
@@ -199,7 +199,7 @@ def _c3gan_model(strategy):
 def test_c3gan_steps_match_on_one_and_two_replicas():
   """Batch-norm statistics, the contrastive negatives, the codes and the noise all span the
   global batch, so 2 replicas compute what 1 does."""
-  batches = [tf.random.stateless_uniform([8, 16, 16, 3], seed=[i, 1]) for i in range(2)]
+  batches = [tf.random.stateless_uniform([8, 8, 8, 3], seed=[i, 1]) for i in range(2)]
   moved, total = _same_on_one_and_two_replicas(_c3gan_model, "train_step", batches,
                                                lambda model: model.variables, 1e-3, 1e-4)
   assert len(moved) > total // 2  # it trained (weights and batch-norm statistics)

@@ -52,11 +52,11 @@ def _c3gan_logs(policy, jit_compile):
   with _policy(policy):
     keras.utils.set_random_seed(0)
     model = c3gan_model.C3GAN(c3gan_model.Config(
-        image_size=16, channels=3, num_clusters=3, over_clustering=2, z_dim=8, code_noise_dim=4,
-        g_filters=(16, 8, 8), d_filters=(8, 16), embedding_dim=8, g_res_blocks=(1, 0)))
+        image_size=8, channels=3, num_clusters=3, over_clustering=2, z_dim=8, code_noise_dim=4,
+        g_filters=(16, 8), d_filters=(8,), embedding_dim=8, g_res_blocks=(1, 0)))
     model.set_optimizers(experiment.optimizer(keras.optimizers.Adam(2e-4, beta_1=0.5)),
                          experiment.optimizer(keras.optimizers.Adam(2e-4, beta_1=0.5)))
-    images = tf.random.stateless_uniform([6, 16, 16, 3], seed=[3, 4])
+    images = tf.random.stateless_uniform([6, 8, 8, 3], seed=[3, 4])
     logs = tf.function(model.train_step, jit_compile=jit_compile, autograph=False)(
         {"image": images})
     assert model(images)["embedding"].dtype == tf.float32
