@@ -71,6 +71,7 @@ def _exit_code(run) -> int:
 
 
 def _finished(code, log, out, check: bool) -> Finished:
+  """The Finished of a run; with `check`, a failed run fails the test with its log's end."""
   finished = Finished(code, log.getvalue(), out.getvalue())
   if check and code:
     raise AssertionError(f"exit {code}\n{finished.stderr[-4000:]}")
