@@ -394,3 +394,32 @@ def test_init_manifold_umap_fits_the_restarts_on_the_embedded_codes(vc_tiny, vc_
   assert "UMAP embedding of" in log and "GMM fit(s) to" in log and "embedded codes" in log
   with open(model_dir / "eval" / "metrics.json") as f:
     assert json.load(f)["clusters_used"] >= 2
+
+
+def test_the_views_that_score_the_gmm_restarts_are_the_nt_xent_views(monkeypatch, tmp_path):
+  """The stability that chooses among GMM restarts is measured under the views the model learns
+  to ignore (for colour images crops, flips and colour jitter, not affine warps)."""
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  from vaeclust import main as vc_main_module  # pylint: disable=g-import-not-at-top
+  from vaeclust import model as vc_model  # pylint: disable=g-import-not-at-top
+  from vaeclust.lib import common_flags  # pylint: disable=g-import-not-at-top
+  common_flags.use(vc_main_module.METHOD.flags)
+  flags.FLAGS.unparse_flags()
+  flags.FLAGS(["vaeclust.main", f"--model_dir={tmp_path}", "--seed=3", "--eval_batch_size=16"])
+  model = vc_model.VariationalClustering(vc_model.Config(
+      image_size=8, channels=3, num_clusters=2, latent_dim=2, conv_filters=(4,), hidden_units=8))
+  views = []
+
+  def recorded_view(images, noise):
+    views.append(vc_model.VariationalClustering.contrastive_view(model, images, noise))
+    return views[-1]
+
+  monkeypatch.setattr(model, "contrastive_view", recorded_view)
+  images = np.random.default_rng(0).integers(0, 256, (20, 8, 8, 3), dtype=np.uint8)
+  ds = tf.data.Dataset.from_tensor_slices({"image": images})
+  codes, first, second = (vc_main_module.embed(model, ds, view=v) for v in (0, 1, 2))
+  assert len(views) == 2  # views 1 and 2, each traced once for any batch size
+  assert codes.shape == first.shape == (20, 2)
+  np.testing.assert_allclose(codes, model.embed(images.astype(np.float32) / 255.0), rtol=1e-5)
+  assert not np.allclose(first, codes) and not np.allclose(first, second)
+  flags.FLAGS.unparse_flags()

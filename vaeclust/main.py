@@ -42,7 +42,7 @@ flags.DEFINE_integer("gmm_restarts", 20, "GMM fits from different starts after t
                      flag_values=METHOD_FLAGS)
 flags.DEFINE_enum("gmm_selection", "augmentation", prior_init.CRITERIA,
                   "Which GMM restart initialises the prior: augmentation (assignments most stable "
-                  "under augmentation), consensus (agrees most with the other restarts; for images "
+                  "under the NT-Xent's views), consensus (agrees most with the other restarts; for images "
                   "too small to augment), likelihood (highest), or coassociation (none: the prior "
                   "is fitted to the groups of images that the restarts put together most often).",
                   flag_values=METHOD_FLAGS)
@@ -250,12 +250,12 @@ def initialise_prior(model, ds: tf.data.Dataset, trainer: training.Trainer):
 
 
 def embed(model, ds: tf.data.Dataset, view: int = 0) -> np.ndarray:
-  """Code means m(x) of every image of a uint8 dataset (view 0), or of an augmented copy of each
-  (view ≥ 1: each view its own random transforms)."""
+  """Code means m(x) of every image of a uint8 dataset (view 0), or of a view of each as the
+  NT-Xent and consistency terms see them (view ≥ 1: each view its own random transforms)."""
   def codes(images, batch_number):
     if view:
       noise = noise_lib.BatchNoise(FLAGS.seed, batch_number, tf.shape(images)[0], stream=view)
-      images = model.augment(images, noise)
+      images = model.contrastive_view(images, noise)
     return model.embed(images)
 
   c = model.config
