@@ -9,9 +9,14 @@ import shutil
 import signal
 import time
 
+from absl import flags
 import numpy as np
 import pytest
 import tensorflow as tf
+
+from vaeclust import main as vc_main_module
+from vaeclust import model as vc_model
+from vaeclust.lib import common_flags
 
 
 def test_train_and_eval_writes_the_evaluation_contract(vc_tiny, vc_main, tmp_path):
@@ -399,10 +404,6 @@ def test_init_manifold_umap_fits_the_restarts_on_the_embedded_codes(vc_tiny, vc_
 def test_the_views_that_score_the_gmm_restarts_are_the_nt_xent_views(monkeypatch, tmp_path):
   """The stability that chooses among GMM restarts is measured under the views the model learns
   to ignore (for colour images crops, flips and colour jitter, not affine warps)."""
-  from absl import flags  # pylint: disable=g-import-not-at-top
-  from vaeclust import main as vc_main_module  # pylint: disable=g-import-not-at-top
-  from vaeclust import model as vc_model  # pylint: disable=g-import-not-at-top
-  from vaeclust.lib import common_flags  # pylint: disable=g-import-not-at-top
   common_flags.use(vc_main_module.METHOD.flags)
   flags.FLAGS.unparse_flags()
   flags.FLAGS(["vaeclust.main", f"--model_dir={tmp_path}", "--seed=3", "--eval_batch_size=16"])
