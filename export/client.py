@@ -185,8 +185,8 @@ def define_flags(flag_values: flags.FlagValues = FLAGS):
   flags.DEFINE_integer("batch_size", 64, "Images per request.", **define)
   flags.DEFINE_string("output", None, "CSV file to write (default: standard output).", **define)
   flags.mark_flag_as_required("model_name", flag_values)
-  flags.register_validator("batch_size", lambda v: v >= 1, message="--batch_size must be at least 1.",
-                           **define)
+  flags.register_validator("batch_size", lambda v: v >= 1,
+                           message="--batch_size must be at least 1.", **define)
 
 
 def main(argv):

@@ -43,7 +43,7 @@ MAX_PIXELS_PER_REQUEST = 50_000
 def export(run, model_dir, base, *extra, check=True):
   """The export command, run by `run` (command_in_process or run_module)."""
   return run("export.saved_model", f"--model_dir={model_dir}", f"--export_base={base}",
-                    "--model_name=digits", *extra, check=check)
+             "--model_name=digits", *extra, check=check)
 
 
 @pytest.fixture(scope="module")
@@ -203,7 +203,7 @@ def test_client_command_clusters_png_files_like_the_in_process_model(run_module,
 
 def test_client_command_refuses_missing_files_before_sending(command_in_process, tmp_path):
   missing = command_in_process("export.client", "--server=localhost:1", "--model_name=digits",
-                       str(tmp_path / "none.png"), check=False)
+                               str(tmp_path / "none.png"), check=False)
   assert missing.returncode == 2 and "No such file(s)" in missing.stderr
   assert "Traceback" not in missing.stderr
 
@@ -355,8 +355,8 @@ def test_each_undecodable_image_is_named_without_graph_internals(server, digits)
     assert text in error.value.details() and "node" not in error.value.details()
 
 
-def test_client_command_names_unreadable_files_and_clusters_the_rest(command_in_process, server, digits,
-                                                                      reference, tmp_path):
+def test_client_command_names_unreadable_files_and_clusters_the_rest(command_in_process, server,
+                                                                      digits, reference, tmp_path):
   client, *_ = server
   paths = []
   for i, image in enumerate(digits[:5]):

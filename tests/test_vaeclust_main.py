@@ -404,9 +404,6 @@ def test_init_manifold_umap_fits_the_restarts_on_the_embedded_codes(vc_tiny, vc_
 def test_the_views_that_score_the_gmm_restarts_are_the_nt_xent_views(monkeypatch, tmp_path):
   """The stability that chooses among GMM restarts is measured under the views the model learns
   to ignore (for colour images crops, flips and colour jitter, not affine warps)."""
-  common_flags.use(vc_main_module.METHOD.flags)
-  flags.FLAGS.unparse_flags()
-  flags.FLAGS(["vaeclust.main", f"--model_dir={tmp_path}", "--seed=3", "--eval_batch_size=16"])
   model = vc_model.VariationalClustering(vc_model.Config(
       image_size=8, channels=3, num_clusters=2, latent_dim=2, conv_filters=(4,), hidden_units=8))
   views = []
@@ -418,9 +415,14 @@ def test_the_views_that_score_the_gmm_restarts_are_the_nt_xent_views(monkeypatch
   monkeypatch.setattr(model, "contrastive_view", recorded_view)
   images = np.random.default_rng(0).integers(0, 256, (20, 8, 8, 3), dtype=np.uint8)
   ds = tf.data.Dataset.from_tensor_slices({"image": images})
-  codes, first, second = (vc_main_module.embed(model, ds, view=v) for v in (0, 1, 2))
+  common_flags.use(vc_main_module.METHOD.flags)  # embed reads --seed and --eval_batch_size
+  flags.FLAGS.unparse_flags()
+  flags.FLAGS(["vaeclust.main", f"--model_dir={tmp_path}", "--seed=3", "--eval_batch_size=16"])
+  try:
+    codes, first, second = (vc_main_module.embed(model, ds, view=v) for v in (0, 1, 2))
+  finally:
+    flags.FLAGS.unparse_flags()
   assert len(views) == 2  # views 1 and 2, each traced once for any batch size
   assert codes.shape == first.shape == (20, 2)
   np.testing.assert_allclose(codes, model.embed(images.astype(np.float32) / 255.0), rtol=1e-5)
   assert not np.allclose(first, codes) and not np.allclose(first, second)
-  flags.FLAGS.unparse_flags()

@@ -42,9 +42,10 @@ flags.DEFINE_integer("gmm_restarts", 20, "GMM fits from different starts after t
                      flag_values=METHOD_FLAGS)
 flags.DEFINE_enum("gmm_selection", "augmentation", prior_init.CRITERIA,
                   "Which GMM restart initialises the prior: augmentation (assignments most stable "
-                  "under the NT-Xent's views), consensus (agrees most with the other restarts; for images "
-                  "too small to augment), likelihood (highest), or coassociation (none: the prior "
-                  "is fitted to the groups of images that the restarts put together most often).",
+                  "under the NT-Xent's views), consensus (agrees most with the other restarts; "
+                  "for images too small to augment), likelihood (highest), or coassociation "
+                  "(none: the prior is fitted to the groups of images that the restarts put "
+                  "together most often).",
                   flag_values=METHOD_FLAGS)
 flags.DEFINE_enum("init_manifold", "none", prior_init.MANIFOLDS,
                   "Where the GMMs that initialise the prior are fitted: on the warm-up codes (none) "
