@@ -242,11 +242,13 @@ def _run_cluster(tmp_path, tiny, free_ports, start, tag, flags, other_worker_fla
 
 
 # Both mains train, write and resume through the same code (experiment.run; C3-GAN's steps on
-# several replicas: test_c3gan_steps_match_on_one_and_two_replicas), so VC's run stands for both.
+# several replicas: test_c3gan_steps_match_on_one_and_two_replicas), so VC's run stands for both;
+# its NT-Xent gathers codes across the workers as C3-GAN's gathers embeddings.
 def test_two_workers_train_the_same_model_and_only_the_chief_writes(vc_tiny, ports, start_module,
                                                                     tmp_path):
   model_dir = str(tmp_path / "run")
-  extra = ["--pretrain_steps=4", "--gmm_restarts=2", "--balance_weight=1"]
+  extra = ["--pretrain_steps=4", "--gmm_restarts=2", "--balance_weight=1",
+           "--warmup_contrastive_weight=1", "--contrastive_weight=1"]
   # The other worker fits its GMM to fewer codes than the chief, as other hardware can end a fit
   # elsewhere: the variables must still end equal.
   other_fit = ["--gmm_init_examples=300"]
