@@ -79,9 +79,9 @@ def test_a_training_step_gives_the_float32_losses(build, policy, jit_compile, to
     assert isinstance(optimizer, keras.optimizers.LossScaleOptimizer) == (policy == "mixed_float16")
 
 
-# One run per main: each policy's steps on either model are test_a_training_step_gives_the_float32_losses,
-# loss-scaled steps on replicas test_distribute's; the refusal to resume under another policy is
-# the shared experiment.resume's.
+# One run per main: each policy's steps on either model are tested above, loss-scaled steps on
+# replicas in test_distribute, and the refusal to resume under another policy is the shared
+# experiment.check_resumed_run's.
 @pytest.mark.parametrize("main, extra", [
     ("vaeclust", ["--jit_compile", "--mixed_precision=mixed_bfloat16", "--pretrain_steps=5",
                   "--gmm_restarts=2", "--consistency_weight=0.5"]),
