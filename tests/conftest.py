@@ -1,7 +1,7 @@
 """Shared test set-up: quiet TensorFlow, CPU only (split in two logical devices), fixed seeds;
 runners of the entry points, in this process (`vc_main`, `c3gan_main`, `in_process`, and the
-export commands: `command_in_process`) and as a command (`run_module`, `start_module`); free
-ports."""
+export commands: `command_in_process`; a main's flags alone: `flags_of`) and as a command
+(`run_module`, `start_module`); free ports."""
 import contextlib
 import dataclasses
 import functools
@@ -78,12 +78,31 @@ def _finished(code, log, out, check: bool) -> Finished:
   return finished
 
 
-def run_in_process(main_module: str, *args, check: bool = True) -> Finished:
-  """`python -m <main_module> ARGS` (vaeclust.main or c3gan.main) in this process: its flags
-  parsed as app.run would, its run, its exit (flag errors: 1, `fail`: 2) and its log."""
+def _method_with_its_flags(main_module: str):
+  """The METHOD of vaeclust.main or c3gan.main, its flags (and the shared ones) in flags.FLAGS,
+  all unparsed."""
   method = importlib.import_module(main_module).METHOD
   common_flags.use(method.flags)
   flags.FLAGS.unparse_flags()
+  return method
+
+
+@contextlib.contextmanager
+def parsed_flags(main_module: str, *args):
+  """flags.FLAGS as `python -m <main_module> ARGS` parses them, for code that reads them outside
+  a run; unparsed afterwards."""
+  _method_with_its_flags(main_module)
+  flags.FLAGS([main_module, *args])
+  try:
+    yield
+  finally:
+    flags.FLAGS.unparse_flags()
+
+
+def run_in_process(main_module: str, *args, check: bool = True) -> Finished:
+  """`python -m <main_module> ARGS` (vaeclust.main or c3gan.main) in this process: its flags
+  parsed as app.run would, its run, its exit (flag errors: 1, `fail`: 2) and its log."""
+  method = _method_with_its_flags(main_module)
   code = 0
   policy = keras.mixed_precision.global_policy()  # a run sets it for the process
   try:
@@ -177,6 +196,12 @@ def vc_main():
 def c3gan_main():
   """c3gan.main in this process (run_in_process)."""
   return functools.partial(run_in_process, "c3gan.main")
+
+
+@pytest.fixture(scope="session")
+def flags_of():
+  """parsed_flags."""
+  return parsed_flags
 
 
 @pytest.fixture(scope="session")

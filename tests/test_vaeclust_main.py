@@ -9,14 +9,12 @@ import shutil
 import signal
 import time
 
-from absl import flags
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from vaeclust import main as vc_main_module
 from vaeclust import model as vc_model
-from vaeclust.lib import common_flags
 
 
 def test_train_and_eval_writes_the_evaluation_contract(vc_tiny, vc_main, tmp_path):
@@ -399,7 +397,8 @@ def test_init_manifold_umap_fits_the_restarts_on_the_embedded_codes(vc_tiny, vc_
     assert json.load(f)["clusters_used"] >= 2
 
 
-def test_the_views_that_score_the_gmm_restarts_are_the_nt_xent_views(monkeypatch, tmp_path):
+def test_the_views_that_score_the_gmm_restarts_are_the_nt_xent_views(monkeypatch, flags_of,
+                                                                     tmp_path):
   """The stability that chooses among GMM restarts is measured under the views the model learns
   to ignore (for colour images crops, flips and colour jitter, not affine warps)."""
   model = vc_model.VariationalClustering(vc_model.Config(
@@ -413,13 +412,9 @@ def test_the_views_that_score_the_gmm_restarts_are_the_nt_xent_views(monkeypatch
   monkeypatch.setattr(model, "contrastive_view", recorded_view)
   images = np.random.default_rng(0).integers(0, 256, (20, 8, 8, 3), dtype=np.uint8)
   ds = tf.data.Dataset.from_tensor_slices({"image": images})
-  common_flags.use(vc_main_module.METHOD.flags)  # embed reads --seed and --eval_batch_size
-  flags.FLAGS.unparse_flags()
-  flags.FLAGS(["vaeclust.main", f"--model_dir={tmp_path}", "--seed=3", "--eval_batch_size=16"])
-  try:
+  # embed reads --seed and --eval_batch_size
+  with flags_of("vaeclust.main", f"--model_dir={tmp_path}", "--seed=3", "--eval_batch_size=16"):
     codes, first, second = (vc_main_module.embed(model, ds, view=v) for v in (0, 1, 2))
-  finally:
-    flags.FLAGS.unparse_flags()
   assert len(views) == 2  # views 1 and 2, each traced once for any batch size
   assert codes.shape == first.shape == (20, 2)
   np.testing.assert_allclose(codes, model.embed(images.astype(np.float32) / 255.0), rtol=1e-5)
